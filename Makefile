@@ -1,0 +1,34 @@
+# Gaplab: `make demo` and `make test` are all a fresh machine needs (python3 + pip).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+HOST ?= 127.0.0.1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test lint migrate bench
+
+setup: $(STAMP)
+
+# torch is installed first with its exact pin: any looser spec pulls gigabytes of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+migrate: setup
+	$(BIN)/python manage.py migrate --noinput
+
+demo: migrate
+	$(BIN)/python manage.py demo_seed
+	$(BIN)/python manage.py demo_world
+	$(BIN)/python manage.py demo_run --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .

@@ -1,0 +1,222 @@
+"""Django admin for every annotation model, with filters, search and an import upload."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.shortcuts import redirect, render
+from django.urls import path
+
+from annotation import importers
+from annotation.errors import ApplicationError
+from annotation.forms import ImportUploadForm
+from annotation.models import (
+    AnnotatorProfile,
+    AnnotatorQuality,
+    Assignment,
+    Campaign,
+    CampaignQuality,
+    Comparison,
+    DriftAlert,
+    Judgment,
+    PreferenceExport,
+    Prompt,
+    Response,
+    Snapshot,
+)
+from annotation.services import comparisons_import, preference_export_create
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "title", "overlap", "calibration_rate", "accuracy_threshold",
+                    "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "title"]
+    actions = ["export_preferences"]
+    change_list_template = "admin/annotation/campaign/change_list.html"
+
+    def get_urls(self):
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view),
+                 name="annotation_campaign_import"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request):
+        form = ImportUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                rows = importers.parse_upload(
+                    form.cleaned_data["file"], fmt=None,
+                    max_bytes=settings.GAPLAB_IMPORT_MAX_BYTES,
+                    max_rows=settings.GAPLAB_IMPORT_MAX_ROWS,
+                )
+            except importers.ImportFileError as exc:
+                for error in exc.errors[: importers.MAX_ERRORS_REPORTED]:
+                    form.add_error("file", error)
+            else:
+                result = comparisons_import(campaign=form.cleaned_data["campaign"], rows=rows)
+                self.message_user(
+                    request,
+                    f"Imported {result.comparisons} comparisons ({result.calibration} "
+                    f"calibration) from {result.prompts} prompts.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:annotation_campaign_changelist")
+        context = {**self.admin_site.each_context(request), "form": form,
+                   "title": "Import comparisons", "opts": self.model._meta}
+        return render(request, "admin/annotation/campaign/import.html", context)
+
+    @admin.action(description="Export preferences (TRL JSONL)")
+    def export_preferences(self, request, queryset):
+        for campaign in queryset:
+            preference_export_create(campaign=campaign, fmt=PreferenceExport.Format.JSONL,
+                                     requested_by=request.user)
+        self.message_user(request, f"Queued {queryset.count()} export(s).", messages.SUCCESS)
+
+
+class ResponseInline(admin.TabularInline):
+    model = Response
+    extra = 0
+    fields = ["text", "source_model", "source_version", "source_run"]
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["id", "__str__", "campaign", "category", "external_id"]
+    list_filter = ["campaign", "category"]
+    search_fields = ["external_id", "source", "turns"]
+    inlines = [ResponseInline]
+
+
+@admin.register(Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ["id", "__str__", "source_model", "source_version"]
+    list_filter = ["source_model"]
+    search_fields = ["text", "source_model", "source_run"]
+    raw_id_fields = ["prompt"]
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = ["id", "campaign", "kind", "calibration_type", "gold_choice", "priority",
+                    "claimed_count", "target_overlap", "is_full", "created_at"]
+    list_filter = ["campaign", "kind", "calibration_type", "is_full", "gold_choice"]
+    search_fields = ["id", "prompt__external_id", "response_a__text", "response_b__text"]
+    raw_id_fields = ["prompt", "response_a", "response_b", "for_annotator",
+                     "source_comparison", "source_comparison_2"]
+    readonly_fields = ["claimed_count", "is_full"]
+    actions = ["degrade_truncate", "degrade_wrong_number", "degrade_unrelated"]
+
+    def _degrade(self, request, queryset, transform: str) -> None:
+        from annotation.services.calibration import calibration_degraded_create
+
+        made, skipped = 0, []
+        for comparison in queryset.select_related("response_a"):
+            try:
+                calibration_degraded_create(comparison=comparison, transform=transform)
+                made += 1
+            except ApplicationError as exc:
+                skipped.append(f"#{comparison.pk}: {exc.message}")
+        self.message_user(request, f"Made {made} degraded calibration pair(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, "Skipped " + "; ".join(skipped[:10]), messages.WARNING)
+
+    @admin.action(description="Make degraded calibration pairs: truncated")
+    def degrade_truncate(self, request, queryset):
+        self._degrade(request, queryset, "truncate")
+
+    @admin.action(description="Make degraded calibration pairs: wrong number")
+    def degrade_wrong_number(self, request, queryset):
+        self._degrade(request, queryset, "wrong_number")
+
+    @admin.action(description="Make degraded calibration pairs: unrelated answer")
+    def degrade_unrelated(self, request, queryset):
+        self._degrade(request, queryset, "unrelated")
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "annotator", "campaign", "comparison", "a_on_left", "status",
+                    "issued_at", "expires_at"]
+    list_filter = ["campaign", "status", "a_on_left"]
+    search_fields = ["annotator__username", "token", "comparison__id"]
+    raw_id_fields = ["comparison", "annotator"]
+    readonly_fields = ["token"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    """Read-only: judgments are append-only (a correction is a superseding judgment)."""
+
+    list_display = ["id", "annotator", "campaign", "comparison", "choice", "strength",
+                    "seconds_spent", "created_at"]
+    list_filter = ["campaign", "choice", "strength", "comparison__kind"]
+    search_fields = ["annotator__username", "rationale", "idempotency_key"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AnnotatorProfile)
+class AnnotatorProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "status", "paused_reason", "unpaused_at", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["user__username"]
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    """Computed or immutable rows: shown, never edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AnnotatorQuality)
+class AnnotatorQualityAdmin(_ReadOnlyAdmin):
+    list_display = ["annotator", "campaign", "n_judgments", "n_gold", "gold_accuracy",
+                    "gold_ci_low", "gold_ci_high", "competence", "position_bias",
+                    "length_bias", "updated_at"]
+    list_filter = ["campaign"]
+    search_fields = ["annotator__username"]
+
+
+@admin.register(CampaignQuality)
+class CampaignQualityAdmin(_ReadOnlyAdmin):
+    list_display = ["campaign", "n_judgments", "alpha_nominal", "alpha_ordinal",
+                    "noise_epsilon", "updated_at"]
+
+
+@admin.register(DriftAlert)
+class DriftAlertAdmin(_ReadOnlyAdmin):
+    list_display = ["annotator", "campaign", "stream", "onset_index", "detected_index",
+                    "onset_at", "acknowledged_at", "created_at"]
+    list_filter = ["campaign", "stream", ("acknowledged_at", admin.EmptyFieldListFilter)]
+    search_fields = ["annotator__username"]
+
+
+@admin.register(Snapshot)
+class SnapshotAdmin(_ReadOnlyAdmin):
+    list_display = ["content_hash", "campaign", "method", "row_count", "created_by",
+                    "created_at"]
+    list_filter = ["campaign", "method"]
+    search_fields = ["content_hash"]
+
+
+@admin.register(PreferenceExport)
+class PreferenceExportAdmin(admin.ModelAdmin):
+    list_display = ["id", "campaign", "format", "status", "row_count", "created_at",
+                    "finished_at"]
+    list_filter = ["status", "format", "campaign"]
+    readonly_fields = ["status", "path", "row_count", "error", "finished_at"]

@@ -1,0 +1,244 @@
+"""REST API: one APIView per operation. Validate, call one service or selector, serialize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import importers, selectors
+from annotation.errors import ApplicationError
+from annotation.models import Campaign, PreferenceExport
+from annotation.permissions import HasAnyRole, IsAdminOrResearcher, IsAnnotator
+from annotation.services import (
+    assignment_issue_next,
+    assignment_skip,
+    choice_from_screen,
+    comparisons_import,
+    judgment_submit,
+    preference_export_create,
+)
+from annotation.services.judgments import SCREEN_CHOICES
+
+
+class CampaignListApi(APIView):
+    permission_classes = [HasAnyRole]
+
+    class OutputSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Campaign
+            fields = ["id", "name", "title", "instructions", "criteria", "overlap", "is_active"]
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request):
+        campaigns = Campaign.objects.filter(is_active=True)
+        return Response(self.OutputSerializer(campaigns, many=True).data)
+
+
+class _TurnSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField()
+
+
+class ComparisonNextApi(APIView):
+    """Issue the caller's next comparison, in screen order (left/right). 204 when none is left."""
+
+    permission_classes = [IsAnnotator]
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        turns = _TurnSerializer(many=True)
+        left = serializers.CharField(source="left_text")
+        right = serializers.CharField(source="right_text")
+        criteria = serializers.ListField(child=serializers.CharField())
+        expires_at = serializers.CharField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer, 204: None})
+    def post(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id, is_active=True)
+        assignment = assignment_issue_next(campaign=campaign, annotator=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        view = selectors.comparison_for_annotator(assignment=assignment)
+        return Response(self.OutputSerializer(view).data)
+
+
+class JudgmentSubmitApi(APIView):
+    """Submit a judgment for an issued comparison; the same idempotency key gives one judgment."""
+
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        token = serializers.UUIDField()
+        choice = serializers.ChoiceField(choices=SCREEN_CHOICES,
+                                         help_text="Screen order: left, right, tie, both_bad.")
+        strength = serializers.IntegerField(min_value=1, max_value=3, required=False,
+                                            allow_null=True)
+        idempotency_key = serializers.CharField(max_length=100)
+        seconds_spent = serializers.FloatField(min_value=0)
+        rationale = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        criteria = serializers.DictField(
+            child=serializers.ChoiceField(choices=SCREEN_CHOICES), required=False
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        idempotency_key = serializers.CharField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        assignment = selectors.assignment_get_for_annotator(token=v["token"],
+                                                            annotator=request.user)
+        if assignment is None:
+            raise ApplicationError("This comparison is not yours.", extra={"field": "token"})
+        judgment = judgment_submit(
+            assignment=assignment, annotator=request.user,
+            choice=choice_from_screen(v["choice"], a_on_left=assignment.a_on_left),
+            strength=v.get("strength"), idempotency_key=v["idempotency_key"],
+            seconds_spent=v["seconds_spent"], rationale=v.get("rationale", ""),
+            criteria_choices={
+                k: choice_from_screen(c, a_on_left=assignment.a_on_left)
+                for k, c in v.get("criteria", {}).items()
+            },
+        )
+        return Response(self.OutputSerializer(judgment).data, status=status.HTTP_201_CREATED)
+
+
+class AssignmentSkipApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        token = serializers.UUIDField()
+        reason = serializers.CharField(max_length=200)
+
+    @extend_schema(request=InputSerializer, responses={204: None})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = selectors.assignment_get_for_annotator(
+            token=data.validated_data["token"], annotator=request.user
+        )
+        if assignment is None:
+            raise ApplicationError("This comparison is not yours.", extra={"field": "token"})
+        assignment_skip(assignment=assignment, annotator=request.user,
+                        reason=data.validated_data["reason"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JudgmentListApi(APIView):
+    """Current (not superseded) judgments of a campaign, in canonical order. Staff roles only."""
+
+    permission_classes = [IsAdminOrResearcher]
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        comparison_id = serializers.IntegerField()
+        annotator = serializers.CharField(source="annotator.username")
+        choice = serializers.CharField()
+        strength = serializers.IntegerField(allow_null=True)
+        criteria_choices = serializers.DictField()
+        rationale = serializers.CharField()
+        seconds_spent = serializers.FloatField()
+        a_on_left = serializers.BooleanField()
+        supersedes_id = serializers.IntegerField(allow_null=True)
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        paginator = LimitOffsetPagination()
+        paginator.default_limit = 500
+        page = paginator.paginate_queryset(selectors.judgment_list(campaign=campaign), request)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+
+class ComparisonImportApi(APIView):
+    """Upload a JSONL, CSV or dataset (.parquet/.arrow) file; all rows import or none do."""
+
+    permission_classes = [IsAdminOrResearcher]
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField()
+        format = serializers.ChoiceField(choices=["jsonl", "csv", "dataset"], required=False)
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={201: inline_serializer("ImportResult", {
+            "prompts": serializers.IntegerField(), "responses": serializers.IntegerField(),
+            "comparisons": serializers.IntegerField(), "calibration": serializers.IntegerField(),
+        }), 400: OpenApiResponse(description="Errors naming line and field; nothing imported.")},
+    )
+    def post(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        rows = importers.parse_upload(
+            upload, fmt=data.validated_data.get("format"),
+            max_bytes=settings.GAPLAB_IMPORT_MAX_BYTES, max_rows=settings.GAPLAB_IMPORT_MAX_ROWS,
+        )
+        result = comparisons_import(campaign=campaign, rows=rows)
+        return Response(result.__dict__, status=status.HTTP_201_CREATED)
+
+
+class _ExportOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PreferenceExport
+        fields = ["id", "campaign", "format", "status", "row_count", "error", "created_at",
+                  "finished_at"]
+
+
+class PreferenceExportCreateApi(APIView):
+    """Queue an export of the campaign's preferences in TRL format (runs on a worker)."""
+
+    permission_classes = [IsAdminOrResearcher]
+
+    class InputSerializer(serializers.Serializer):
+        format = serializers.ChoiceField(choices=PreferenceExport.Format.choices,
+                                         default=PreferenceExport.Format.JSONL)
+
+    @extend_schema(request=InputSerializer, responses={202: _ExportOutputSerializer})
+    def post(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        export = preference_export_create(campaign=campaign, fmt=data.validated_data["format"],
+                                          requested_by=request.user)
+        return Response(_ExportOutputSerializer(export).data, status=status.HTTP_202_ACCEPTED)
+
+
+class PreferenceExportDetailApi(APIView):
+    permission_classes = [IsAdminOrResearcher]
+
+    @extend_schema(responses=_ExportOutputSerializer)
+    def get(self, request, export_id: int):
+        export = get_object_or_404(PreferenceExport, pk=export_id)
+        return Response(_ExportOutputSerializer(export).data)
+
+
+class PreferenceExportDownloadApi(APIView):
+    """Download a finished JSONL export."""
+
+    permission_classes = [IsAdminOrResearcher]
+
+    @extend_schema(responses={(200, "application/jsonl"): OpenApiResponse(description="JSONL")})
+    def get(self, request, export_id: int):
+        export = get_object_or_404(PreferenceExport, pk=export_id,
+                                   status=PreferenceExport.Status.SUCCEEDED,
+                                   format=PreferenceExport.Format.JSONL)
+        path = Path(export.path)
+        return FileResponse(path.open("rb"), as_attachment=True, filename=path.name,
+                            content_type="application/jsonl")

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Start the web server and a Celery worker (queues default and gpu); Ctrl-C stops both."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, host: str, port: int, **options) -> None:
+        python = sys.executable
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        # The solo pool: training tasks run torch, and a forked pool can hang (ML-STACK.md).
+        procs = [
+            subprocess.Popen([python, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
+                             env=env),
+            subprocess.Popen([python, "-m", "celery", "-A", "config", "worker", "-Q",
+                              "default,gpu", "--pool", "solo", "--loglevel", "INFO"], env=env),
+        ]
+        stopping = False
+
+        def stop(signum, frame) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        self.stdout.write(f"Gaplab demo: http://{host}:{port}/  (Ctrl-C stops web and worker)",
+                          ending="\n")
+        self.stdout.flush()
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.stdout.write("Stopped.")
+        failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM)]
+        if failed and not stopping:
+            raise SystemExit(1)

@@ -1,0 +1,151 @@
+"""Every non-trivial read of the annotation app.
+
+``comparison_for_annotator`` is the one access path from a comparison to what an annotator may
+see: it returns screen-ordered texts and nothing else (no kind, no gold, no canonical order).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet
+
+from annotation.aggregation import majority_vote
+from annotation.models import Assignment, Campaign, Comparison, Judgment
+
+
+@dataclass(frozen=True)
+class AnnotatorView:
+    """What the annotator sees of an assignment: screen order only."""
+
+    token: str
+    turns: list[dict[str, str]]
+    left_text: str
+    right_text: str
+    criteria: list[str]
+    expires_at: str
+
+
+def comparison_for_annotator(*, assignment: Assignment) -> AnnotatorView:
+    comparison = (
+        Comparison.objects.select_related("prompt", "response_a", "response_b", "campaign")
+        .only("prompt__turns", "response_a__text", "response_b__text", "campaign__criteria")
+        .get(pk=assignment.comparison_id)
+    )
+    a, b = comparison.response_a.text, comparison.response_b.text
+    left, right = (a, b) if assignment.a_on_left else (b, a)
+    return AnnotatorView(
+        token=str(assignment.token), turns=comparison.prompt.turns, left_text=left,
+        right_text=right, criteria=list(comparison.campaign.criteria),
+        expires_at=assignment.expires_at.isoformat(),
+    )
+
+
+PROGRESS_BATCH = 25
+
+
+@dataclass(frozen=True)
+class AnnotatorProgress:
+    """Progress as judgments done and the position in a batch of PROGRESS_BATCH.
+
+    Deliberately no count of open items: it would drop after a regular item and stay put after
+    a calibration item, telling the annotator which items are gold.
+    """
+
+    done: int
+
+    @property
+    def in_batch(self) -> int:
+        return self.done % PROGRESS_BATCH
+
+    @property
+    def batch_size(self) -> int:
+        return PROGRESS_BATCH
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.in_batch / PROGRESS_BATCH)
+
+
+def annotator_progress(*, campaign: Campaign, annotator: AbstractBaseUser) -> AnnotatorProgress:
+    done = Assignment.objects.filter(
+        campaign=campaign, annotator=annotator, status=Assignment.Status.COMPLETED
+    ).count()
+    return AnnotatorProgress(done=done)
+
+
+def assignment_get_for_annotator(*, token: str, annotator: AbstractBaseUser) -> Assignment | None:
+    return (
+        Assignment.objects.select_related("campaign")
+        .filter(token=token, annotator=annotator)
+        .first()
+    )
+
+
+def campaign_list_for_annotator(*, annotator: AbstractBaseUser) -> QuerySet[Campaign]:
+    return Campaign.objects.filter(is_active=True).annotate(
+        my_done=Count(
+            "assignments",
+            filter=Q(assignments__annotator=annotator,
+                     assignments__status=Assignment.Status.COMPLETED),
+        )
+    )
+
+
+def judgment_list(*, campaign: Campaign | None = None, annotator: AbstractBaseUser | None = None,
+                  current_only: bool = True) -> QuerySet[Judgment]:
+    qs = Judgment.objects.select_related("annotator", "comparison").order_by("id")
+    if campaign is not None:
+        qs = qs.filter(campaign=campaign)
+    if annotator is not None:
+        qs = qs.filter(annotator=annotator)
+    if current_only:
+        qs = qs.filter(superseded_by__isnull=True)
+    return qs
+
+
+def preference_rows(*, campaign: Campaign, conversational: bool = True) -> Iterator[dict]:
+    """Yield one TRL preference row per regular comparison with a majority winner.
+
+    Uses the current (not superseded) judgments; calibration and eval items are left out.
+    ``conversational`` gives TRL's conversational format (lists of role/content messages);
+    otherwise the prompt is the transcript flattened to text.
+    """
+    votes: dict[int, list[str]] = defaultdict(list)
+    for comparison_id, choice in (
+        judgment_list(campaign=campaign)
+        .filter(comparison__kind=Comparison.Kind.REGULAR)
+        .values_list("comparison_id", "choice")
+        .iterator(chunk_size=5000)
+    ):
+        votes[comparison_id].append(choice)
+    comparisons = (
+        Comparison.objects.filter(pk__in=list(votes))
+        .select_related("prompt", "response_a", "response_b")
+        .order_by("id")
+    )
+    for comparison in comparisons.iterator(chunk_size=2000):
+        outcome = majority_vote(votes[comparison.pk])
+        if outcome.winner is None:
+            continue
+        a, b = comparison.response_a.text, comparison.response_b.text
+        chosen, rejected = (a, b) if outcome.winner == "A" else (b, a)
+        turns = comparison.prompt.turns
+        if conversational:
+            prompt: object = turns
+            chosen_out: object = [{"role": "assistant", "content": chosen}]
+            rejected_out: object = [{"role": "assistant", "content": rejected}]
+        else:
+            prompt = "".join(
+                f"\n\n{'Human' if t['role'] == 'user' else t['role'].capitalize()}: {t['content']}"
+                for t in turns
+            ) + "\n\nAssistant:"
+            chosen_out, rejected_out = " " + chosen, " " + rejected
+        yield {
+            "prompt": prompt, "chosen": chosen_out, "rejected": rejected_out,
+            "comparison_id": comparison.pk, "category": comparison.prompt.category,
+            "agreement": round(outcome.agreement, 4), "n_judgments": outcome.n_judgments,
+        }

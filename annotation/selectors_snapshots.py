@@ -1,0 +1,75 @@
+"""Reads that feed snapshots: current judgments, gold scores and the texts of comparisons.
+
+"Current" means not superseded (a correction replaces the judgment it supersedes).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from django.db.models import QuerySet
+
+from annotation.aggregation import PairVote
+from annotation.calibration import gold_correct
+from annotation.models import Campaign, Comparison, Judgment
+
+
+def snapshot_votes(*, campaign: Campaign) -> list[PairVote]:
+    """Current judgments on the campaign's regular comparisons, ordered by judgment id."""
+    rows = (
+        Judgment.objects.filter(
+            campaign=campaign, superseded_by__isnull=True,
+            comparison__kind=Comparison.Kind.REGULAR,
+        )
+        .order_by("id")
+        .values_list("comparison_id", "annotator_id", "choice")
+        .iterator(chunk_size=5000)
+    )
+    return [PairVote(*row) for row in rows]
+
+
+def annotator_gold_counts(*, campaign: Campaign) -> dict[int, tuple[int, int]]:
+    """Per annotator id: (n_correct, n_gold) over current judgments on gold calibration items.
+
+    A judgment is correct when its choice is in the item's ``gold_accepts`` (the tolerance), or
+    equals ``gold_choice`` when no tolerance is set (``annotation.calibration.gold_correct``).
+    Swapped re-shows and transitivity closers carry no gold and are left out: they score
+    self-consistency, not accuracy.
+    """
+    rows = (
+        Judgment.objects.filter(
+            campaign=campaign, superseded_by__isnull=True,
+            comparison__kind=Comparison.Kind.CALIBRATION,
+        )
+        .values_list("annotator_id", "choice", "comparison__gold_choice",
+                     "comparison__gold_accepts")
+        .iterator(chunk_size=5000)
+    )
+    counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for annotator_id, choice, gold_choice, gold_accepts in rows:
+        ok = gold_correct(choice, gold_choice=gold_choice, gold_accepts=gold_accepts or [])
+        if ok is None:
+            continue
+        counts[annotator_id][0] += int(ok)
+        counts[annotator_id][1] += 1
+    return {annotator: (c, n) for annotator, (c, n) in counts.items()}
+
+
+def comparison_response_ids(*, comparison_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """comparison id -> (response A id, response B id)."""
+    return {
+        pk: (a, b)
+        for pk, a, b in Comparison.objects.filter(pk__in=list(comparison_ids))
+        .values_list("id", "response_a_id", "response_b_id")
+    }
+
+
+def comparisons_with_texts(*, comparison_ids: Iterable[int]) -> QuerySet[Comparison]:
+    """The comparisons with prompt and both responses loaded, by id."""
+    return (
+        Comparison.objects.filter(pk__in=list(comparison_ids))
+        .select_related("prompt", "response_a", "response_b")
+        .only("id", "prompt__turns", "prompt__category", "response_a__text", "response_b__text")
+        .order_by("id")
+    )

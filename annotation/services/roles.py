@@ -1,0 +1,55 @@
+"""Keep the role groups and their Django-admin permissions in place (run after migrate)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+
+# codename prefixes per model; judgments are view-only for everyone (append-only).
+_ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "admin": {
+        "annotation.campaign": ("view", "add", "change", "delete"),
+        "annotation.prompt": ("view", "add", "change", "delete"),
+        "annotation.response": ("view", "add", "change", "delete"),
+        "annotation.comparison": ("view", "add", "change", "delete"),
+        "annotation.assignment": ("view", "change"),
+        "annotation.judgment": ("view",),
+        "annotation.annotatorprofile": ("view", "change"),
+        "annotation.preferenceexport": ("view", "add"),
+        "annotation.annotatorquality": ("view",),
+        "annotation.campaignquality": ("view",),
+        "annotation.driftalert": ("view",),
+        "annotation.snapshot": ("view", "add"),
+        "auth.user": ("view", "change"),
+    },
+    "researcher": {
+        "annotation.campaign": ("view", "add", "change"),
+        "annotation.prompt": ("view", "add", "change"),
+        "annotation.response": ("view", "add", "change"),
+        "annotation.comparison": ("view", "add", "change"),
+        "annotation.assignment": ("view",),
+        "annotation.judgment": ("view",),
+        "annotation.annotatorprofile": ("view",),
+        "annotation.preferenceexport": ("view", "add"),
+        "annotation.annotatorquality": ("view",),
+        "annotation.campaignquality": ("view",),
+        "annotation.driftalert": ("view",),
+        "annotation.snapshot": ("view", "add"),
+    },
+    "annotator": {},
+}
+
+
+def roles_sync() -> None:
+    """Create the role groups and give each exactly its permissions; safe to run again."""
+    for role, models in _ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        wanted = []
+        for label, actions in models.items():
+            app_label, model = label.split(".")
+            wanted.extend(
+                Permission.objects.filter(
+                    content_type__app_label=app_label, content_type__model=model,
+                    codename__in=[f"{a}_{model}" for a in actions],
+                )
+            )
+        group.permissions.set(wanted)

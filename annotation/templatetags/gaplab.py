@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django import template
+from django.utils.safestring import SafeString, mark_safe
+
+from annotation.rendering import render_markdown
+
+register = template.Library()
+
+
+@register.filter(name="markdown")
+def markdown_filter(text: str) -> SafeString:
+    # Safe: render_markdown escapes raw HTML and sanitises the output with nh3.
+    return mark_safe(render_markdown(text or ""))  # noqa: S308

@@ -1,0 +1,307 @@
+"""State changes of the evaluation app: campaigns built from a world, simulated annotation.
+
+``world_campaign_create`` turns a world (evaluation/worlds) into an annotation campaign with
+regular comparisons and calibration items (DESIGN section 3: known-answer pairs with a tolerance
+and degraded pairs). ``simulate_campaign`` runs a pool of simulated annotators
+(evaluation/simulation.py) through the same annotation services, or the REST API, a person uses.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotation.errors import ApplicationError
+from annotation.models import Campaign, Choice, Comparison, Judgment, Prompt, Response
+from annotation.services import Role, campaign_create, user_create_with_role, user_roles
+from evaluation.simulation import (
+    ApiClient,
+    PoolMember,
+    SimulatedAnnotator,
+    SimulationStop,
+    parse_pool,
+)
+from evaluation.worlds import World, WorldPrompt, get_world
+
+WORLD_SOURCE_PREFIX = "world:"
+DEFAULT_INSTRUCTIONS = """\
+Each conversation asks an arithmetic question. Pick the reply that is **better for the user**:
+a correct answer first, then a clear and concise one. Choose *tie* when both are equally good and
+*both bad* when neither answers correctly. Then say how strong your preference is.
+"""
+
+# Calibration recipes, used in turn (DESIGN section 3): a known-answer pair the better reply
+# must win; a known-answer pair where a tie is also accepted (the loser is worse, but only
+# mildly); and three degraded pairs made by transforming a good reply.
+_CALIBRATION_CYCLE = ("known_strict", "known_tolerant", "truncate", "wrong_number", "unrelated")
+STRICT_GAP = 1.0  # utility gap that makes a known-answer pair unambiguous
+TOLERANT_GAP = (0.2, 1.0)  # utility gap of a "better, or a tie" pair
+DEGRADED_GAP = 0.5  # a degraded reply must lose at least this much utility
+
+
+def _response_row(world: World, prompt: WorldPrompt, prompt_row: Prompt, text: str,
+                  version: str) -> Response:
+    features = world.features(prompt, text)
+    features["utility"] = world.utility(prompt, text)
+    return Response(prompt=prompt_row, text=text, source_model=f"{WORLD_SOURCE_PREFIX}{world.name}",
+                    source_version=version, features=features)
+
+
+@transaction.atomic
+def world_campaign_create(
+    *, world_name: str, name: str, n_prompts: int, seed: int, overlap: int = 3,
+    calibration_rate: float = 0.1, pairs_per_prompt: int = 2, n_calibration: int | None = None,
+    include_held_out: bool = False, categories: Sequence[str] | None = None, title: str = "",
+    instructions: str = DEFAULT_INSTRUCTIONS, accuracy_threshold: float = 0.7,
+) -> Campaign:
+    """Create a campaign from a world: prompts, candidate replies, comparisons, calibration.
+
+    Every candidate reply of a regular prompt is stored (``Response.features`` holds the world's
+    features plus ``utility``), and ``pairs_per_prompt`` random pairs of them become regular
+    comparisons. ``n_calibration`` further prompts (default: calibration_rate times the number of
+    regular comparisons, at least 5 when the rate is positive) each give one calibration item,
+    cycling through known-answer (strict, and "better or tie") and degraded (truncate, wrong
+    number, unrelated) pairs; the good reply's canonical side is random. Held-out categories are
+    left out unless ``include_held_out``; ``categories`` picks categories explicitly.
+    Deterministic given ``seed``. All rows are written in one transaction. Raises
+    ApplicationError for an unknown world, bad sizes or a taken campaign name.
+    """
+    try:
+        world = get_world(world_name)
+    except ValueError as exc:
+        raise ApplicationError(str(exc)) from exc
+    if n_prompts < 1 or pairs_per_prompt < 1:
+        raise ApplicationError("n_prompts and pairs_per_prompt must be at least 1.")
+    if n_calibration is not None and n_calibration < 0:
+        raise ApplicationError("n_calibration must be >= 0.")
+    if Campaign.objects.filter(name=name).exists():
+        raise ApplicationError(f"A campaign named {name!r} already exists.")
+    if categories is None:
+        categories = [c for c in world.categories
+                      if include_held_out or c not in world.held_out_categories]
+    if n_calibration is None:
+        n_calibration = (max(5, math.ceil(calibration_rate * n_prompts * pairs_per_prompt))
+                         if calibration_rate > 0 else 0)
+    try:
+        campaign = campaign_create(
+            name=name, title=title or f"{world.name} world (seed {seed})",
+            instructions=instructions, overlap=overlap, calibration_rate=calibration_rate,
+            accuracy_threshold=accuracy_threshold,
+        )
+    except ValidationError as exc:
+        raise ApplicationError("; ".join(
+            f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
+        )) from exc
+    try:
+        prompts = world.generate_prompts(n_prompts + n_calibration, seed, categories=categories)
+    except ValueError as exc:
+        raise ApplicationError(str(exc)) from exc
+    prompt_rows = Prompt.objects.bulk_create([
+        Prompt(campaign=campaign, turns=p.turns, category=p.category,
+               external_id=f"{world.name}-{seed}-{i:06d}",
+               source=f"{WORLD_SOURCE_PREFIX}{world.name}")
+        for i, p in enumerate(prompts)
+    ])
+    rng = random.Random(f"{world.name}:{seed}:campaign")
+    regular = _regular_rows(world, prompts[:n_prompts], prompt_rows[:n_prompts],
+                            pairs_per_prompt, rng)
+    calibration = _calibration_rows(world, prompts[n_prompts:], prompt_rows[n_prompts:], rng)
+    Response.objects.bulk_create(
+        [r for _, responses, _ in (*regular, *calibration) for r in responses], batch_size=2000
+    )
+    comparisons: list[Comparison] = []
+    for prompt_row, responses, pairs in (*regular, *calibration):
+        for i, j, extra in pairs:
+            comparisons.append(Comparison(
+                campaign=campaign, prompt=prompt_row, response_a=responses[i],
+                response_b=responses[j], **extra,
+            ))
+    Comparison.objects.bulk_create(comparisons, batch_size=2000)
+    return campaign
+
+
+_Pairs = list[tuple[int, int, dict]]
+
+
+def _regular_rows(world: World, prompts: list[WorldPrompt], rows: list[Prompt], k: int,
+                  rng: random.Random) -> list[tuple[Prompt, list[Response], _Pairs]]:
+    out = []
+    for prompt, row in zip(prompts, rows, strict=True):
+        texts = world.candidate_responses(prompt, rng)
+        rng.shuffle(texts)  # canonical order must not encode the world's ordering of styles
+        responses = [_response_row(world, prompt, row, t, "candidate") for t in texts]
+        pairs = rng.sample(list(combinations(range(len(texts)), 2)),
+                           min(k, len(texts) * (len(texts) - 1) // 2))
+        out.append((row, responses, [(i, j, {}) for i, j in pairs]))
+    return out
+
+
+def _calibration_rows(world: World, prompts: list[WorldPrompt], rows: list[Prompt],
+                      rng: random.Random) -> list[tuple[Prompt, list[Response], _Pairs]]:
+    out = []
+    for n, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
+        texts = world.candidate_responses(prompt, rng)
+        scored = sorted(((world.utility(prompt, t), len(t), t) for t in texts), reverse=True)
+        best_u, _, best = scored[0]
+        recipe = _CALIBRATION_CYCLE[n % len(_CALIBRATION_CYCLE)]
+        made = _calibration_pair(world, prompt, recipe, best, best_u, scored, rng)
+        if made is None:  # this prompt cannot make that recipe; a strict pair always works
+            made = _calibration_pair(world, prompt, "known_strict", best, best_u, scored, rng)
+        if made is None:
+            continue
+        worse, ctype, worse_version, accepts_tie = made
+        good_on_a = rng.random() < 0.5
+        good_side = Choice.A if good_on_a else Choice.B
+        pair_texts = [best, worse] if good_on_a else [worse, best]
+        versions = ["candidate", worse_version] if good_on_a else [worse_version, "candidate"]
+        responses = [_response_row(world, prompt, row, t, v)
+                     for t, v in zip(pair_texts, versions, strict=True)]
+        extra = {
+            "kind": Comparison.Kind.CALIBRATION, "gold_choice": good_side,
+            "gold_accepts": [good_side.value, Choice.TIE.value] if accepts_tie
+            else [good_side.value],
+            "calibration_type": ctype,
+        }
+        out.append((row, responses, [(0, 1, extra)]))
+    return out
+
+
+def _calibration_pair(
+    world: World, prompt: WorldPrompt, recipe: str, best: str, best_u: float,
+    scored: list[tuple[float, int, str]], rng: random.Random,
+) -> tuple[str, str, str, bool] | None:
+    """Return (worse text, calibration type, response version, tie accepted) or None."""
+    if recipe == "known_strict":
+        pool = [t for u, _, t in scored if u <= best_u - STRICT_GAP]
+        return (rng.choice(pool), Comparison.CalibrationType.KNOWN_ANSWER, "candidate", False) \
+            if pool else None
+    if recipe == "known_tolerant":
+        lo, hi = TOLERANT_GAP
+        pool = [t for u, _, t in scored if best_u - hi < u <= best_u - lo]
+        return (rng.choice(pool), Comparison.CalibrationType.KNOWN_ANSWER, "candidate", True) \
+            if pool else None
+    worse = world.degraded_responses(prompt, best, rng).get(recipe)
+    if worse is None or worse == best or world.utility(prompt, worse) > best_u - DEGRADED_GAP:
+        return None
+    return worse, Comparison.CalibrationType.DEGRADED, f"degraded:{recipe}", False
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulated annotation
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class SimulationResult:
+    """What a simulation run did. ``exhausted`` is True when every annotator ran out of work."""
+
+    n_judgments: int = 0
+    per_annotator: dict[str, int] = field(default_factory=dict)
+    stopped: dict[str, str] = field(default_factory=dict)  # username -> why it stopped
+    exhausted: bool = False
+    seconds: float = 0.0
+    annotators: list[SimulatedAnnotator] = field(default_factory=list, repr=False)
+
+
+def campaign_world_name(*, campaign: Campaign) -> str | None:
+    """The world a campaign was built from (its prompts' source), or None."""
+    source = (Prompt.objects.filter(campaign=campaign, source__startswith=WORLD_SOURCE_PREFIX)
+              .values_list("source", flat=True).first())
+    return source[len(WORLD_SOURCE_PREFIX):] if source else None
+
+
+def simulated_annotator_get_or_create(*, kind: str, index: int) -> User:
+    """Return the annotator ``sim-<kind>-NN``, creating it (Role.ANNOTATOR) on first use.
+
+    Raises ApplicationError when a user of that name exists without the annotator role.
+    """
+    username = f"sim-{kind}-{index:02d}"
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        # No usable password: a simulated annotator never logs in (and PBKDF2 costs ~0.5 s).
+        return user_create_with_role(username=username, password=None, role=Role.ANNOTATOR)
+    if Role.ANNOTATOR not in user_roles(user):
+        raise ApplicationError(f"User {username!r} exists but is not an annotator.")
+    return user
+
+
+def simulate_campaign(
+    *, campaign: Campaign, pool: str | Sequence[PoolMember], n_judgments: int | None = None,
+    seed: int = 0, world_name: str | None = None, http_base_url: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SimulationResult:
+    """Run simulated annotators round-robin until ``n_judgments`` or until no work is left.
+
+    ``pool`` is a spec such as "crowd:8,drifting:1,expert:2" or a list of PoolMember. Users are
+    named ``sim-<kind>-NN`` and reused across runs and campaigns; each continues its own drift
+    clock from its judgments already in this campaign. Each annotator draws from streams seeded
+    by (seed, username, judgments so far), so a run is reproducible and independent of the
+    campaign's gold. With ``http_base_url`` every step goes through the REST API of that server
+    (token auth; tokens are created here); otherwise through the annotation services directly.
+    ``progress`` is called with 1 after each judgment. Raises ApplicationError for a bad pool,
+    an unknown world, or a campaign that is closed.
+    """
+    if not campaign.is_active:
+        raise ApplicationError(f"Campaign {campaign.name!r} is closed.")
+    if n_judgments is not None and n_judgments < 0:
+        raise ApplicationError("n_judgments must be >= 0.")
+    try:
+        members = parse_pool(pool) if isinstance(pool, str) else list(pool)
+        world = get_world(world_name or campaign_world_name(campaign=campaign) or "")
+    except ValueError as exc:
+        raise ApplicationError(str(exc)) from exc
+    annotators = []
+    for member in members:
+        for index in range(member.count):
+            user = simulated_annotator_get_or_create(kind=member.kind, index=index)
+            n_done = Judgment.objects.filter(campaign=campaign, annotator=user).count()
+            stream = f"{seed}:{user.username}:{n_done}"
+            annotators.append(SimulatedAnnotator(
+                user=user, config=member.config, world=world, n_done=n_done,
+                decide_rng=random.Random(f"{stream}:decide"),
+                issue_rng=random.Random(f"{stream}:issue"),
+            ))
+    clients = {}
+    if http_base_url:
+        from rest_framework.authtoken.models import Token
+
+        for a in annotators:
+            token, _ = Token.objects.get_or_create(user=a.user)
+            clients[a.username] = ApiClient(base_url=http_base_url, api_token=token.key)
+
+    result = SimulationResult(per_annotator={a.username: 0 for a in annotators},
+                              annotators=annotators)
+    started = time.monotonic()
+    active = list(annotators)
+    while active and (n_judgments is None or result.n_judgments < n_judgments):
+        for annotator in list(active):
+            if n_judgments is not None and result.n_judgments >= n_judgments:
+                break
+            try:
+                if http_base_url:
+                    worked = annotator.step_with_http(client=clients[annotator.username],
+                                                      campaign_id=campaign.pk)
+                else:
+                    worked = annotator.step_with_services(campaign=campaign)
+            except SimulationStop as exc:
+                active.remove(annotator)
+                result.stopped[annotator.username] = str(exc)
+                continue
+            if not worked:
+                active.remove(annotator)
+                result.stopped[annotator.username] = "no work left"
+                continue
+            result.n_judgments += 1
+            result.per_annotator[annotator.username] += 1
+            if progress is not None:
+                progress(1)
+    result.exhausted = not active
+    result.seconds = time.monotonic() - started
+    return result

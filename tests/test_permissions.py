@@ -1,0 +1,149 @@
+"""Every URL and API endpoint against the fixed cast: annotator, admin, researcher, outsider,
+and anonymous."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+from django.urls import get_resolver
+from rest_framework.authtoken.models import Token
+
+from annotation.models import PreferenceExport
+from tests.factories import CampaignFactory, ComparisonFactory
+
+ROLES = ["anonymous", "annotator", "admin", "researcher", "outsider"]
+LOGIN = "redirect:/accounts/login/"
+ADMIN_LOGIN = "redirect:/admin/login/"
+
+# (method, path template, expected per role in ROLES order). Paths use {c} for a campaign id
+# and {e} for an export id. "redirect:X" means a 302 to a URL starting with X.
+MATRIX = [
+    ("get", "/", [LOGIN, "redirect:/annotate/", "redirect:/quality/", "redirect:/quality/", 403]),
+    ("get", "/annotate/", [LOGIN, 200, 403, 403, 403]),
+    ("get", "/annotate/{c}/", [LOGIN, 200, 403, 403, 403]),
+    ("post", "/annotate/{c}/submit/", [LOGIN, 400, 403, 403, 403]),
+    ("post", "/annotate/{c}/skip/", [LOGIN, 400, 403, 403, 403]),
+    ("get", "/accounts/login/", [200, 200, 200, 200, 200]),
+    ("post", "/accounts/logout/", ["redirect:/accounts/login/"] * 5),
+    ("get", "/admin/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),
+    ("get", "/admin/annotation/campaign/import/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200,
+                                                   ADMIN_LOGIN]),
+    ("get", "/admin/annotation/judgment/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),
+    ("get", "/api/schema/", [200, 200, 200, 200, 200]),
+    ("get", "/api/docs/", [200, 200, 200, 200, 200]),
+    ("get", "/api/campaigns/", [401, 200, 200, 200, 403]),
+    ("post", "/api/campaigns/{c}/next/", [401, 200, 403, 403, 403]),
+    ("post", "/api/judgments/", [401, 400, 403, 403, 403]),
+    ("post", "/api/assignments/skip/", [401, 400, 403, 403, 403]),
+    ("get", "/api/campaigns/{c}/judgments/", [401, 403, 200, 200, 403]),
+    ("post", "/api/campaigns/{c}/import/", [401, 403, 400, 400, 403]),
+    ("post", "/api/campaigns/{c}/exports/", [401, 403, 202, 202, 403]),
+    ("get", "/api/exports/{e}/", [401, 403, 200, 200, 403]),
+    ("get", "/api/exports/{e}/download/", [401, 403, 200, 200, 403]),
+    ("get", "/quality/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/quality/me/", [LOGIN, 200, 403, 403, 403]),
+    ("get", "/quality/campaigns/{c}/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/quality/campaigns/{c}/annotators/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/quality/campaigns/{c}/annotators/annotator/", [LOGIN, 403, 200, 200, 403]),
+    ("post", "/quality/campaigns/{c}/annotators/nobody/unpause/", [LOGIN, 403, 404, 403, 403]),
+    ("post", "/quality/campaigns/{c}/alerts/0/acknowledge/", [LOGIN, 403, 404, 403, 403]),
+]
+
+
+@pytest.fixture
+def world(cast, tmp_path):
+    campaign = CampaignFactory()
+    ComparisonFactory.create_batch(3, campaign=campaign)
+    path = tmp_path / "export.jsonl"
+    path.write_text("")
+    export = PreferenceExport.objects.create(
+        campaign=campaign, status=PreferenceExport.Status.SUCCEEDED, path=str(path)
+    )
+    return {"c": campaign.pk, "e": export.pk}
+
+
+def _client(cast, role: str) -> Client:
+    client = Client()
+    if role != "anonymous":
+        client.force_login(cast[role])
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "template", "expected"), MATRIX,
+                         ids=[f"{m} {t}" for m, t, _ in MATRIX])
+def test_permission_matrix(cast, world, method, template, expected):
+    path = template.format(**world)
+    for role, want in zip(ROLES, expected, strict=True):
+        resp = getattr(_client(cast, role), method)(path)
+        if isinstance(want, str):
+            target = want.removeprefix("redirect:")
+            assert resp.status_code == 302, (role, path, resp.status_code)
+            assert resp["Location"].startswith(target), (role, path, resp["Location"])
+        else:
+            assert resp.status_code == want, (role, path, resp.status_code)
+
+
+def test_matrix_covers_every_non_admin_url():
+    """A new URL without a row here fails, so no endpoint escapes the permission check."""
+    covered = {t.split("{")[0].rstrip("/") for _, t, _ in MATRIX}
+    patterns = []
+
+    def walk(resolver, prefix=""):
+        for p in resolver.url_patterns:
+            route = prefix + str(p.pattern)
+            if hasattr(p, "url_patterns"):
+                if not route.startswith("admin/"):
+                    walk(p, route)
+            else:
+                patterns.append("/" + route.split("<")[0].rstrip("/"))
+
+    walk(get_resolver())
+    missing = [p for p in patterns if p.rstrip("/") not in covered and p != "/"]
+    assert not missing, missing
+
+
+@pytest.mark.django_db
+def test_api_token_auth_works_without_session(cast, world):
+    token = Token.objects.create(user=cast["annotator"])
+    client = Client()
+    resp = client.post(f"/api/campaigns/{world['c']}/next/",
+                       HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert resp.status_code == 200
+    item = resp.json()
+    resp = client.post("/api/judgments/", data=json.dumps({
+        "token": item["token"], "choice": "left", "strength": 2,
+        "idempotency_key": "api-1", "seconds_spent": 2.5,
+    }), content_type="application/json", HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert resp.status_code == 201, resp.content
+    assert Client().post(f"/api/campaigns/{world['c']}/next/",
+                         HTTP_AUTHORIZATION="Token wrong").status_code == 401
+
+
+@pytest.mark.django_db
+def test_annotator_sees_only_their_own_work(cast, world, client_for):
+    """Another annotator's token is refused by both the page and the API."""
+    from annotation.services import Role, user_create_with_role
+
+    mine = client_for("annotator").post(f"/api/campaigns/{world['c']}/next/").json()
+    other = user_create_with_role(username="other", password="pw-12345678", role=Role.ANNOTATOR)
+    intruder = Client()
+    intruder.force_login(other)
+    resp = intruder.post("/api/judgments/", data=json.dumps({
+        "token": mine["token"], "choice": "tie", "idempotency_key": "steal",
+        "seconds_spent": 1}), content_type="application/json")
+    assert resp.status_code == 400 and "not yours" in resp.json()["detail"]
+    resp = intruder.post("/api/assignments/skip/", data=json.dumps(
+        {"token": mine["token"], "reason": "x"}), content_type="application/json")
+    assert resp.status_code == 400
+
+
+@pytest.mark.django_db
+def test_role_groups_carry_admin_permissions(cast):
+    assert cast["admin"].has_perm("annotation.change_campaign")
+    assert cast["researcher"].has_perm("annotation.add_campaign")
+    assert not cast["researcher"].has_perm("annotation.delete_campaign")
+    assert not cast["annotator"].has_perm("annotation.view_judgment")
+    assert not cast["admin"].has_perm("annotation.change_judgment")
