@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,8 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotation import aggregation
+from tests.shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DATA
 RTE_LABELS = DATA / "snow2008_rte_labels.csv"
 RTE_GOLD = DATA / "snow2008_rte_gold.csv"
 

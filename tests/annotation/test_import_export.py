@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -20,8 +19,9 @@ from annotation.services import (
     judgment_submit,
 )
 from tests.factories import CampaignFactory, make_users
+from tests.shared_data import SHARED_DATA
 
-HH_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_rlhf_sample.jsonl"
+HH_SAMPLE = SHARED_DATA / "hh_rlhf_sample.jsonl"
 LIMITS = {"max_bytes": 10_000_000, "max_rows": 10_000}
 
 
