@@ -52,9 +52,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.quality import CHOICE_A, CHOICE_B, JudgmentFrame
+from annotation.quality import CHOICE_A, CHOICE_B, N_CHOICES, DawidSkeneFit, JudgmentFrame
 
 STREAM_GOLD_ERROR = "gold_error"
+STREAM_ACCURACY = "accuracy"
 STREAM_POSITION = "position"
 STREAM_LENGTH = "length"
 STREAM_SYCOPHANCY = "sycophancy"
@@ -106,6 +107,44 @@ def cusum_path(x: np.ndarray, *, p0: float, p1: float) -> np.ndarray:
     return c - np.minimum(np.minimum.accumulate(c, axis=-1), 0.0)
 
 
+def detect_llr_cusum(
+    llr: np.ndarray, *, h: float, detector: str, direction: str = "up",
+    rates: np.ndarray | None = None,
+) -> list[ChangePoint]:
+    """All change points of a stream of log-likelihood-ratio increments (nats), restarting the
+    CUSUM after each alarm.
+
+    S_t = max(0, S_{t-1} + llr_t); alarm when S_t > ``h``; onset = the observation after the
+    last zero of S before the alarm. ``rates`` (the 0/1 or expected-rate values behind the
+    increments) only feed the alert's message.
+    """
+    llr = np.asarray(llr, dtype=float)
+    if np.isnan(llr).any():
+        raise ValueError("stream has nan entries")
+    rates = llr if rates is None else np.asarray(rates, dtype=float)
+    points: list[ChangePoint] = []
+    start = 0
+    n = llr.size
+    while start < n:
+        c = np.cumsum(llr[start:])
+        running_min = np.minimum(np.minimum.accumulate(c), 0.0)
+        s = c - running_min
+        above = np.flatnonzero(s > h)
+        if above.size == 0:
+            break
+        t = int(above[0])
+        # S_j == 0 exactly where C_j is the running minimum (<= 0); both sides are the same
+        # stored float, so the comparison is exact.
+        zeros = np.flatnonzero(c[:t] <= running_min[:t])
+        onset = int(zeros[-1]) + 1 if zeros.size else 0
+        points.append(ChangePoint(
+            onset_index=start + onset, detected_index=start + t, statistic=float(s[t]),
+            direction=direction, detector=detector,
+            message=_message(rates, start, start + onset, start + t)))
+        start += t + 1
+    return points
+
+
 def detect_bernoulli_cusum(
     x: np.ndarray, *, p0: float, p1: float, h: float, direction: str | None = None,
 ) -> list[ChangePoint]:
@@ -121,27 +160,73 @@ def detect_bernoulli_cusum(
     w1, w0 = _llr_weights(p0, p1)
     if direction is None:
         direction = "up" if p1 > p0 else "down"
-    points: list[ChangePoint] = []
-    start = 0
-    n = x.size
-    while start < n:
-        c = np.cumsum(np.where(x[start:] > 0.5, w1, w0))
-        running_min = np.minimum(np.minimum.accumulate(c), 0.0)
-        s = c - running_min
-        above = np.flatnonzero(s > h)
-        if above.size == 0:
-            break
-        t = int(above[0])
-        # S_j == 0 exactly where C_j is the running minimum (<= 0); both sides are the same
-        # stored float, so the comparison is exact.
-        zeros = np.flatnonzero(c[:t] <= running_min[:t])
-        onset = int(zeros[-1]) + 1 if zeros.size else 0
-        points.append(ChangePoint(
-            onset_index=start + onset, detected_index=start + t, statistic=float(s[t]),
-            direction=direction, detector=f"bernoulli_cusum p0={p0:g} p1={p1:g} h={h:.3g}",
-            message=_message(x, start, start + onset, start + t)))
-        start += t + 1
-    return points
+    return detect_llr_cusum(np.where(x > 0.5, w1, w0), h=h, direction=direction, rates=x,
+                            detector=f"bernoulli_cusum p0={p0:g} p1={p1:g} h={h:.3g}")
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy evidence from every judgment: gold items and the peers' answers on regular items
+# --------------------------------------------------------------------------------------------
+
+
+def answer_llr(p_right: np.ndarray, *, p0: float, p1: float,
+               n_choices: int = N_CHOICES) -> np.ndarray:
+    """Log-likelihood ratio (nats) of error rate ``p1`` against ``p0`` for each answer, given
+    the probability ``p_right`` that the answer is the true label.
+
+    Symmetric error model: an annotator of accuracy a gives the true label with probability a
+    and each of the other ``n_choices - 1`` labels with (1 - a) / (n_choices - 1), so
+
+        P(answer | a) = a * p_right + (1 - a) / (n_choices - 1) * (1 - p_right).
+
+    For a gold item p_right is 1 or 0 and this is the Bernoulli CUSUM's increment exactly
+    (log(a1/a0) or log((1-a1)/(1-a0))); an item whose truth is uncertain moves the statistic
+    less, and never by more than a gold item would.
+    """
+    p = np.clip(np.asarray(p_right, dtype=float), 0.0, 1.0)
+    a0, a1 = 1.0 - p0, 1.0 - p1
+    other = 1.0 / (n_choices - 1)
+    return np.log((a1 * p + (1.0 - a1) * other * (1.0 - p))
+                  / (a0 * p + (1.0 - a0) * other * (1.0 - p)))
+
+
+def peer_evidence(frame: JudgmentFrame, ds: DawidSkeneFit, *, min_peers: int = 1
+                  ) -> np.ndarray:
+    """Per frame row, P(this answer is the true label | every *other* answer to the item).
+
+    Gold rows: ``gold_ok`` (1 or 0). Regular rows answered by at least ``min_peers`` others:
+    the leave-one-out Dawid-Skene posterior of the item's label, from the class prior and the
+    other annotators' confusion matrices, read at the label this annotator gave. Everything
+    else (re-shows, transitivity closers, items nobody else has answered yet): nan.
+
+    This is what lets drift detection use the nine regular judgments between two gold items:
+    a drop in accuracy shows up as disagreement with confident peers long before enough gold
+    errors pile up. The confusion matrices are the campaign's fit (``ds``), so the evidence is
+    only as good as the peers; an item where they disagree carries little weight.
+    """
+    out = np.where(np.isfinite(frame.gold_ok), frame.gold_ok, np.nan)
+    rows = np.flatnonzero(~frame.is_calibration)
+    if rows.size == 0 or ds.items.size == 0:
+        return out
+    item = np.searchsorted(ds.items, frame.item[rows])
+    label = np.searchsorted(ds.labels, frame.choice[rows])
+    worker = frame.annotator[rows]
+    with np.errstate(divide="ignore"):
+        # errors[w, observed, true]; every (w, observed) cell of a real row was fitted (> 0).
+        log_err = np.log(np.maximum(ds.errors[worker, label, :], 1e-300))  # (rows, K)
+        log_prior = np.log(np.maximum(ds.priors, 1e-300))
+    k = ds.labels.size
+    total = np.zeros((ds.items.size, k))
+    for j in range(k):
+        total[:, j] = np.bincount(item, weights=log_err[:, j], minlength=ds.items.size)
+    peers = np.bincount(item, minlength=ds.items.size)[item] - 1
+    loo = total[item] - log_err + log_prior
+    loo -= loo.max(axis=1, keepdims=True)
+    post = np.exp(loo)
+    post /= post.sum(axis=1, keepdims=True)
+    p_right = post[np.arange(rows.size), label]
+    out[rows] = np.where(peers >= min_peers, p_right, np.nan)
+    return out
 
 
 def detect_two_sided(
@@ -474,16 +559,34 @@ class CusumState:
 # --------------------------------------------------------------------------------------------
 
 
+# The 1% false-alarm budget over 500 gold items is split between the two accuracy detectors
+# that run side by side. Gold CUSUM: 0.5% by the chain (cusum_threshold). Accuracy CUSUM (gold
+# plus peers): 0.44% by simulation at a calibration rate of 0.1 with two peers of 90% accuracy
+# per regular item; 0.92% for either alarming (benchmarks/drift_detection.py, "peer evidence").
+GOLD_H_DEFAULT = 8.75
+ACCURACY_H_DEFAULT = 11.2
+
+
 @dataclass(frozen=True)
 class DriftConfig:
     """Detector settings for :func:`drift_scan`; stored as JSON on the campaign.
 
-    Gold errors: one-sided Bernoulli CUSUM p0 -> p1 with threshold ``gold_h``. The defaults
-    (0.10 -> 0.30, h = 8.06) are the 1% false-alarm budget over 500 gold items
-    (:func:`cusum_threshold`); measured median delay 41 gold items for a 90% -> 70% accuracy
-    drop (benchmarks/drift_detection.py). PREDICTIONS P17's point (0.10 -> 0.25, h = 4; ARLs
-    1,025 and 37) alarms faster but on about 38% of steady annotators within 500 gold items,
-    too many for alerts that pause people.
+    Accuracy is watched by two one-sided CUSUMs for an error rate rising from ``gold_p0`` to
+    ``gold_p1`` (0.10 -> 0.30), side by side, each with half of a 1% false-alarm budget over 500
+    gold items:
+
+    * gold errors alone (``gold_h`` = 8.75: 0.5% by :func:`cusum_threshold`). Spending the whole
+      1% on it (h = 8.06) gives a median delay of 41-42 gold items for a 90% -> 70% drop; no
+      choice of p1 does better at that budget, the CUSUM being near-optimal for one stream.
+    * accuracy on every judgment (``peer_evidence``; ``accuracy_h`` = 11.2): gold items plus
+      regular items scored against the peers' answers (:func:`peer_evidence`,
+      :func:`answer_llr`). With a calibration rate of 0.1 and two peers of 90% accuracy, the
+      nine regular judgments between two gold items carry most of the evidence: median delay
+      7-8 gold items at 0.44% false alarms (benchmarks/drift_detection.py). Where peers are
+      noisy the evidence thins out and the gold detector does the work.
+
+    PREDICTIONS P17's point (0.10 -> 0.25, h = 4; ARLs 1,025 and 37) alarms faster but on
+    about 38% of steady annotators within 500 gold items, too many for alerts that pause people.
 
     Bias streams (``bias_method``):
 
@@ -500,7 +603,15 @@ class DriftConfig:
 
     gold_p0: float = field(default=0.10, metadata={"help": "In-control gold error rate."})
     gold_p1: float = field(default=0.30, metadata={"help": "Gold error rate to detect."})
-    gold_h: float = field(default=8.06, metadata={"help": "Gold CUSUM threshold (nats)."})
+    gold_h: float = field(default=GOLD_H_DEFAULT,
+                          metadata={"help": "Gold CUSUM threshold (nats)."})
+    peer_evidence: bool = field(
+        default=True,
+        metadata={"help": "Watch accuracy on every judgment (gold plus peers), not gold alone."},
+    )
+    accuracy_h: float = field(
+        default=ACCURACY_H_DEFAULT, metadata={"help": "Accuracy CUSUM threshold (nats)."}
+    )
     bias_method: str = field(default="glr", metadata={"help": "'glr' or 'cusum'."})
     bias_h: float = field(default=10.0, metadata={"help": "Bias detector threshold (nats)."})
     bias_min_segment: int = field(
@@ -521,8 +632,14 @@ class AnnotatorStreams:
     rows: dict[str, np.ndarray]
 
 
-def _stream_rows(frame: JudgmentFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per stream: a mask of the rows it uses and the 0/1 value of every row."""
+def _stream_rows(
+    frame: JudgmentFrame, evidence: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per stream: a mask of the rows it uses and the value of every row.
+
+    With ``evidence`` (:func:`peer_evidence`) there is one more stream, accuracy: P(answer
+    right) on gold rows and on regular rows with peers.
+    """
     ab = frame.choice <= CHOICE_B
     chose_a = frame.choice == CHOICE_A
     masks = {
@@ -538,10 +655,14 @@ def _stream_rows(frame: JudgmentFrame) -> tuple[dict[str, np.ndarray], dict[str,
         STREAM_LENGTH: (chose_a == (frame.len_diff > 0)).astype(float),
         STREAM_SYCOPHANCY: (chose_a == (frame.agree_diff > 0)).astype(float),
     }
+    if evidence is not None:
+        masks[STREAM_ACCURACY] = np.isfinite(evidence)
+        values[STREAM_ACCURACY] = evidence
     return masks, values
 
 
-def annotator_streams(frame: JudgmentFrame, annotator: int) -> AnnotatorStreams:
+def annotator_streams(frame: JudgmentFrame, annotator: int,
+                      evidence: np.ndarray | None = None) -> AnnotatorStreams:
     """Gold-error and bias streams of one annotator, in the frame's (chronological) order.
 
     gold_error: 1 - gold_ok on gold rows. position: chose the left response, on A/B rows.
@@ -549,16 +670,17 @@ def annotator_streams(frame: JudgmentFrame, annotator: int) -> AnnotatorStreams:
     the response agreeing with the user, on A/B probe rows. For every annotator at once use
     :func:`annotator_streams_all` (one sort instead of one pass over the frame each).
     """
-    masks, values = _stream_rows(frame)
+    masks, values = _stream_rows(frame, evidence)
     mine = frame.annotator == annotator
     rows = {name: np.flatnonzero(mask & mine) for name, mask in masks.items()}
     return AnnotatorStreams(values={name: values[name][rows[name]] for name in rows}, rows=rows)
 
 
-def annotator_streams_all(frame: JudgmentFrame, n_annotators: int) -> list[AnnotatorStreams]:
+def annotator_streams_all(frame: JudgmentFrame, n_annotators: int,
+                          evidence: np.ndarray | None = None) -> list[AnnotatorStreams]:
     """:func:`annotator_streams` of annotators 0..n_annotators-1, with one stable sort per
     stream (O(n log n) in the rows) rather than a pass over the frame per annotator."""
-    masks, values = _stream_rows(frame)
+    masks, values = _stream_rows(frame, evidence)
     split: dict[str, list[np.ndarray]] = {}
     for name, mask in masks.items():
         rows = np.flatnonzero(mask)
@@ -577,8 +699,10 @@ def drift_scan(
 ) -> dict[str, list[ChangePoint]]:
     """Change points of every stream of one annotator (keys as in :func:`annotator_streams`).
 
-    ``gold_error`` uses the one-sided CUSUM of the config; every other key is a bias stream and
-    uses the config's ``bias_method``. Indices are indices into each stream; map them to frame
+    ``gold_error`` uses the one-sided CUSUM of the config; ``accuracy`` (P(answer right) per
+    judgment, :func:`peer_evidence`) the CUSUM of :func:`answer_llr` increments with the same
+    p0 -> p1 and threshold ``accuracy_h``; every other key is a bias stream and uses the
+    config's ``bias_method``. Indices are indices into each stream; map them to frame
     rows with ``AnnotatorStreams.rows``.
     """
     config = config or DriftConfig()
@@ -588,6 +712,11 @@ def drift_scan(
         if name == STREAM_GOLD_ERROR:
             out[name] = detect_bernoulli_cusum(x, p0=config.gold_p0, p1=config.gold_p1,
                                                h=config.gold_h)
+        elif name == STREAM_ACCURACY:
+            p0, p1, h = config.gold_p0, config.gold_p1, config.accuracy_h
+            out[name] = detect_llr_cusum(
+                answer_llr(x, p0=p0, p1=p1), h=h, rates=1.0 - x,
+                detector=f"accuracy_cusum p0={p0:g} p1={p1:g} h={h:.3g}")
         elif config.bias_method == "glr":
             out[name] = detect_bernoulli_glr(x, h=config.bias_h,
                                              min_segment=config.bias_min_segment,
@@ -602,11 +731,16 @@ def drift_scan(
 
 def drift_scan_frame(
     frame: JudgmentFrame, n_annotators: int, config: DriftConfig | None = None,
+    ds: DawidSkeneFit | None = None,
 ) -> list[dict[str, list[tuple[ChangePoint, int, int]]]]:
     """Drift scan of every annotator: per annotator and stream, (change point, frame row of the
-    onset, frame row of the alarm). Streams come from :func:`annotator_streams_all`."""
+    onset, frame row of the alarm). Streams come from :func:`annotator_streams_all`; given the
+    campaign's Dawid-Skene fit and ``config.peer_evidence``, accuracy is watched on every
+    judgment (:func:`peer_evidence`) instead of on gold items alone."""
+    config = config or DriftConfig()
+    evidence = peer_evidence(frame, ds) if ds is not None and config.peer_evidence else None
     out = []
-    for streams in annotator_streams_all(frame, n_annotators):
+    for streams in annotator_streams_all(frame, n_annotators, evidence):
         found = drift_scan(streams.values, config)
         out.append({
             name: [(p, int(streams.rows[name][p.onset_index]),

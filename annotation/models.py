@@ -387,10 +387,11 @@ class CampaignQuality(models.Model):
 
 
 class DriftAlert(models.Model):
-    """A change point found in one annotator's stream (gold errors or a bias)."""
+    """A change point found in one annotator's stream (accuracy, gold errors or a bias)."""
 
     class Stream(models.TextChoices):
         GOLD_ERROR = "gold_error", "Gold errors"
+        ACCURACY = "accuracy", "Accuracy (gold and peers)"
         POSITION = "position", "Position bias"
         LENGTH = "length", "Length bias"
         SYCOPHANCY = "sycophancy", "Sycophancy"

@@ -12,13 +12,23 @@ Measures, all seeded:
                     item counted) and median |onset error|. Primary operating point: p1 = 0.3
                     with h from cusum_threshold() for a 1% false-alarm budget over the horizon;
                     also the P17 point and the frontier over p1 at that budget.
+  peer evidence     the default detectors side by side on whole annotator streams: gold items
+                    every --gold-every judgments, regular items in between, each shared with
+                    two peers of 90% accuracy. Gold CUSUM (DriftConfig.gold_h) plus the accuracy
+                    CUSUM on every judgment (answer_llr of the leave-one-out posterior given the
+                    peers' answers; the posterior uses the peers' true accuracy and the class
+                    prior, which is what a Dawid-Skene fit converges to; the test suite runs the
+                    real fit). Steady annotators: share with an alarm from either detector over
+                    --horizon gold items; drifting: accuracy 90% -> 70% on every item from gold
+                    item --onset, delay in gold items to the first alarm of either.
   bias drift        GLR scan with the default DriftConfig on position streams: false alarms on
                     steady streams at rates 0.2 / 0.5 / 0.8, delay and onset error for a shift
                     0.5 -> 0.75; river's ADWIN on the same streams for comparison.
   submit path       microseconds per CusumState.step.
 
 The last line printed is one JSON object; ``median_delay_gold_items`` and ``false_alarm_rate``
-are the primary operating point's.
+are those of the default detectors (peer evidence); ``gold_only`` holds the best gold-only CUSUM
+at the whole 1% budget.
 
     .venv/bin/python benchmarks/drift_detection.py
 """
@@ -41,6 +51,7 @@ from annotation.drift import (  # noqa: E402
     STREAM_POSITION,
     CusumState,
     DriftConfig,
+    answer_llr,
     cusum_path,
     cusum_run_length,
     cusum_threshold,
@@ -87,6 +98,98 @@ def gold_drift(steady, drifting, config: DriftConfig, onset: int) -> dict[str, f
         "detected_share": float(np.isfinite(delays).mean()),
         "median_onset_error": float(np.median(onset_errors)) if onset_errors else None,
         "alarm_before_onset_share": early / len(drifting),
+    }
+
+
+CLASS_PRIOR = np.array([0.4, 0.4, 0.1, 0.1])  # A, B, tie, both_bad
+
+
+def peer_streams(rng, n: int, *, horizon: int, gold_every: int, onset: int | None,
+                 peers: int = 2, peer_accuracy: float = 0.9, accuracy: float = 0.9,
+                 drifted_accuracy: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """(P(answer right | the other answers) per judgment, gold mask) for n annotators.
+
+    Judgment j is a gold item when j % gold_every == gold_every - 1 (p_right is then 1 or 0);
+    otherwise a regular item answered by ``peers`` others. Errors pick one of the other three
+    labels at random, for the annotator and the peers alike. From gold item ``onset`` on, the
+    annotator's accuracy is ``drifted_accuracy`` on every item.
+    """
+    length = horizon * gold_every
+    gold = np.arange(length) % gold_every == gold_every - 1
+    acc = np.full(length, accuracy)
+    if onset is not None:
+        acc[np.flatnonzero(gold)[onset]:] = drifted_accuracy
+    k = CLASS_PRIOR.size
+    truth = rng.choice(k, size=(n, length), p=CLASS_PRIOR)
+
+    def answers(p_right):
+        right = rng.random((n, length)) < p_right
+        return np.where(right, truth, (truth + rng.integers(1, k, size=truth.shape)) % k), right
+
+    mine, right = answers(acc)
+    log_post = np.broadcast_to(np.log(CLASS_PRIOR), (n, length, k)).copy()
+    for _ in range(peers):
+        theirs, _ = answers(peer_accuracy)
+        log_post += np.where(theirs[..., None] == np.arange(k), np.log(peer_accuracy),
+                             np.log((1 - peer_accuracy) / (k - 1)))
+    log_post -= log_post.max(axis=-1, keepdims=True)
+    post = np.exp(log_post)
+    p_right = np.take_along_axis(post, mine[..., None], axis=-1)[..., 0] / post.sum(axis=-1)
+    return np.where(gold, right.astype(float), p_right), gold
+
+
+def _llr_path(llr: np.ndarray) -> np.ndarray:
+    c = np.cumsum(llr, axis=-1)
+    return c - np.minimum(np.minimum.accumulate(c, axis=-1), 0.0)
+
+
+def peer_drift(rng, *, n_steady: int, n_drifting: int, horizon: int, gold_every: int,
+               onset: int, config: DriftConfig, chunk: int = 1000) -> dict:
+    """The default detectors (gold CUSUM and accuracy CUSUM) on whole annotator streams."""
+    p0, p1 = config.gold_p0, config.gold_p1
+
+    def paths(p_right, gold):
+        acc = _llr_path(answer_llr(p_right, p0=p0, p1=p1))
+        gold_only = cusum_path(p_right[:, gold] < 0.5, p0=p0, p1=p1)
+        return acc > config.accuracy_h, gold_only > config.gold_h
+
+    fa_any = fa_acc = fa_gold = 0
+    for lo in range(0, n_steady, chunk):
+        acc_alarm, gold_alarm = paths(*peer_streams(
+            rng, min(chunk, n_steady - lo), horizon=horizon, gold_every=gold_every, onset=None))
+        fa_acc += int(acc_alarm.any(axis=1).sum())
+        fa_gold += int(gold_alarm.any(axis=1).sum())
+        fa_any += int((acc_alarm.any(axis=1) | gold_alarm.any(axis=1)).sum())
+    delays, delays_acc, delays_gold, early = [], [], [], 0
+    for lo in range(0, n_drifting, chunk):
+        p_right, gold = peer_streams(rng, min(chunk, n_drifting - lo), horizon=horizon,
+                                     gold_every=gold_every, onset=onset)
+        acc_alarm, gold_alarm = paths(p_right, gold)
+        gold_pos = np.flatnonzero(gold)
+        start = gold_pos[onset]
+        gold_done = np.cumsum(gold)  # gold items answered up to and including judgment j
+        early += int((acc_alarm[:, :start].any(axis=1)
+                      | gold_alarm[:, :onset].any(axis=1)).sum())
+        for a_row, g_row in zip(acc_alarm, gold_alarm, strict=True):
+            a = np.flatnonzero(a_row[start:])
+            g = np.flatnonzero(g_row[onset:])
+            d_acc = gold_done[start + a[0]] - onset if a.size else np.inf
+            d_gold = g[0] + 1 if g.size else np.inf
+            delays_acc.append(d_acc)
+            delays_gold.append(d_gold)
+            delays.append(min(d_acc, d_gold))
+    delays = np.array(delays, dtype=float)
+    return {
+        "false_alarm_rate": fa_any / n_steady,
+        "false_alarm_rate_accuracy": fa_acc / n_steady,
+        "false_alarm_rate_gold": fa_gold / n_steady,
+        "median_delay": float(np.median(delays)),
+        "median_delay_accuracy": float(np.median(delays_acc)),
+        "median_delay_gold": float(np.median(delays_gold)),
+        "detected_share": float(np.isfinite(delays).mean()),
+        "alarm_before_onset_share": early / n_drifting,
+        "gold_h": config.gold_h, "accuracy_h": config.accuracy_h, "gold_every": gold_every,
+        "n_steady": n_steady, "n_drifting": n_drifting,
     }
 
 
@@ -142,6 +245,9 @@ def main() -> None:
     parser.add_argument("--onset", type=int, default=200)
     parser.add_argument("--arl-streams", type=int, default=10_000)
     parser.add_argument("--bias-streams", type=int, default=600)
+    parser.add_argument("--peer-steady", type=int, default=20_000)
+    parser.add_argument("--peer-drifting", type=int, default=2_000)
+    parser.add_argument("--gold-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -178,7 +284,7 @@ def main() -> None:
                         0.10, p0=0.10, p1=0.30, h=h_primary,
                         horizon=args.horizon).p_alarm_by_horizon, 4)})
     log(f"primary: {primary}")
-    p17_point = gold_drift(steady, drifting, DriftConfig(), args.onset)
+    p17_point = gold_drift(steady, drifting, DriftConfig(gold_p1=0.25, gold_h=4.0), args.onset)
     p17_point.update({"p0": 0.10, "p1": 0.25, "h": 4.0})
     log(f"P17 point: {p17_point}")
     frontier = []
@@ -192,6 +298,12 @@ def main() -> None:
                              "median_delay": point["median_delay"]})
             log(f"frontier: {frontier[-1]}")
 
+    log("peer evidence: the default detectors on whole annotator streams")
+    peers = peer_drift(rng, n_steady=args.peer_steady, n_drifting=args.peer_drifting,
+                       horizon=args.horizon, gold_every=args.gold_every, onset=args.onset,
+                       config=DriftConfig())
+    log(f"peer evidence: {peers}")
+
     log("bias drift")
     bias = bias_drift(rng, args.bias_streams)
     log(f"bias: {bias}")
@@ -204,10 +316,13 @@ def main() -> None:
     step_us = (time.perf_counter() - start) / len(xs) * 1e6
 
     result = {
-        "median_delay_gold_items": primary["median_delay"],
-        "false_alarm_rate": primary["false_alarm_rate"],
-        "operating_point": {k: primary[k] for k in ("p0", "p1", "h", "budget")},
-        "gold_drift": primary,
+        "median_delay_gold_items": peers["median_delay"],
+        "false_alarm_rate": peers["false_alarm_rate"],
+        "operating_point": {"p0": DriftConfig().gold_p0, "p1": DriftConfig().gold_p1,
+                            "gold_h": DriftConfig().gold_h,
+                            "accuracy_h": DriftConfig().accuracy_h, "budget": 0.01},
+        "peer_evidence": peers,
+        "gold_only": primary,
         "p17_point": p17_point,
         "p17_arl": p17,
         "frontier": frontier,

@@ -34,6 +34,7 @@ from annotation.services.calibration import (
 )
 
 if TYPE_CHECKING:
+    from annotation.quality import DawidSkeneFit
     from annotation.selectors_frame import CampaignFrame
 
 RECOMPUTE_EVERY = 50
@@ -179,7 +180,7 @@ def campaign_quality_recompute(*, campaign: Campaign) -> CampaignQuality:
         campaign_quality, _ = CampaignQuality.objects.update_or_create(
             campaign=campaign, defaults=_campaign_fields(cstats)
         )
-        _drift_alerts_create(campaign=campaign, data=data)
+        _drift_alerts_create(campaign=campaign, data=data, ds=report.ds)
         for index, s in enumerate(stats):
             if (s.n_gold >= MIN_GOLD_FOR_PAUSE and s.gold_ci_high is not None
                     and s.gold_ci_high < campaign.accuracy_threshold):
@@ -210,11 +211,14 @@ def _plain(value):
     return value
 
 
-def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame) -> int:
+def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame,
+                         ds: DawidSkeneFit | None = None) -> int:
+    """Store the change points of the drift scan; with ``ds`` (the recompute's Dawid-Skene fit)
+    accuracy is watched on every judgment, gold and regular (``drift.peer_evidence``)."""
     from annotation import drift
 
     created = 0
-    scans = drift.drift_scan_frame(data.frame, len(data.annotator_ids))
+    scans = drift.drift_scan_frame(data.frame, len(data.annotator_ids), ds=ds)
     for user_id, found in zip(data.annotator_ids, scans, strict=True):
         for stream, points in found.items():
             for point, onset_row, _alarm_row in points:
