@@ -53,8 +53,11 @@ def main() -> None:
     settings.CELERY_TASK_ALWAYS_EAGER = False  # the every-50 recompute is enqueued, not run
     call_command("flush", interactive=False, verbosity=0) if _has_tables(connection) else None
     call_command("migrate", verbosity=0)
+    # The simulated raters answer A two times in three (gold accepts A or tie), so a real
+    # threshold would pause some of them mid-run; the pause check still runs on every gold item.
     campaign = Campaign.objects.create(name="bench-q", overlap=5, calibration_rate=0.2,
-                                       reshow_rate=0.05, redundancy_cap=7)
+                                       reshow_rate=0.05, redundancy_cap=7,
+                                       accuracy_threshold=0.0)
     n_items = args.judgments // 4 + 50
     ComparisonFactory.create_batch(n_items, campaign=campaign)
     CalibrationFactory.create_batch(n_items // 5, campaign=campaign, gold_choice="A",
