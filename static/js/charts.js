@@ -13,7 +13,8 @@
     gold: "#067647", position: "#3454d1", length: "#e07a1f", reference: "#667085",
   };
   const STREAM_COLORS = {
-    gold_error: "#b42318", position: "#3454d1", length: "#e07a1f", sycophancy: "#7a2fb4",
+    gold_error: "#b42318", accuracy: "#912018", position: "#3454d1", length: "#e07a1f",
+    sycophancy: "#7a2fb4",
   };
   const LABEL_NAMES = { A: "A", B: "B", tie: "tie", both_bad: "both bad" };
 
