@@ -201,7 +201,7 @@ class CampaignQualityAdmin(_ReadOnlyAdmin):
 @admin.register(DriftAlert)
 class DriftAlertAdmin(_ReadOnlyAdmin):
     list_display = ["annotator", "campaign", "stream", "onset_index", "detected_index",
-                    "onset_at", "acknowledged_at", "created_at"]
+                    "onset_at", "detected_at", "acknowledged_at", "created_at"]
     list_filter = ["campaign", "stream", ("acknowledged_at", admin.EmptyFieldListFilter)]
     search_fields = ["annotator__username"]
 

@@ -49,10 +49,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from annotation.quality import CHOICE_A, CHOICE_B, N_CHOICES, DawidSkeneFit, JudgmentFrame
+
+T = TypeVar("T")
 
 STREAM_GOLD_ERROR = "gold_error"
 STREAM_ACCURACY = "accuracy"
@@ -729,14 +732,32 @@ def drift_scan(
     return out
 
 
+def first_new_alarm(
+    points: list[tuple[ChangePoint, T, T]], *, reported_until: T | None,
+) -> tuple[ChangePoint, T, T] | None:
+    """The first change point of one stream that is not an episode already reported.
+
+    ``points`` are (change point, onset time, alarm time) in stream order, as from
+    :func:`drift_scan_frame` with times attached; ``reported_until`` is the latest alarm time
+    already reported for the stream. A point whose onset is not after it belongs to that
+    episode: a rescan moves onsets and alarms a little (the accuracy stream's evidence changes
+    as peers answer and the Dawid-Skene fit is redone), and re-reporting them would flood
+    admins with one alert per recompute.
+    """
+    for point in points:
+        if reported_until is None or point[1] > reported_until:
+            return point
+    return None
+
+
 def drift_scan_frame(
     frame: JudgmentFrame, n_annotators: int, config: DriftConfig | None = None,
     ds: DawidSkeneFit | None = None,
 ) -> list[dict[str, list[tuple[ChangePoint, int, int]]]]:
     """Drift scan of every annotator: per annotator and stream, (change point, frame row of the
     onset, frame row of the alarm). Streams come from :func:`annotator_streams_all`; given the
-    campaign's Dawid-Skene fit and ``config.peer_evidence``, accuracy is watched on every
-    judgment (:func:`peer_evidence`) instead of on gold items alone."""
+    campaign's Dawid-Skene fit and ``config.peer_evidence``, accuracy is also watched on every
+    judgment (:func:`peer_evidence`), beside gold items alone."""
     config = config or DriftConfig()
     evidence = peer_evidence(frame, ds) if ds is not None and config.peer_evidence else None
     out = []

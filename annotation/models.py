@@ -405,6 +405,9 @@ class DriftAlert(models.Model):
     onset_index = models.PositiveIntegerField(help_text="Estimated onset, index in the stream.")
     detected_index = models.PositiveIntegerField()
     onset_at = models.DateTimeField(null=True, blank=True)
+    detected_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the judgment that raised the alarm was made."
+    )
     statistic = models.FloatField()
     message = models.CharField(max_length=300, blank=True)
     acknowledged_by = models.ForeignKey(

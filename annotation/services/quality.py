@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Count, Max, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotation.calibration import gold_correct
@@ -213,25 +215,50 @@ def _plain(value):
 
 def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame,
                          ds: DawidSkeneFit | None = None) -> int:
-    """Store the change points of the drift scan; with ``ds`` (the recompute's Dawid-Skene fit)
-    accuracy is watched on every judgment, gold and regular (``drift.peer_evidence``)."""
+    """Store new change points of the drift scan as alerts; return how many.
+
+    With ``ds`` (the recompute's Dawid-Skene fit) accuracy is also watched on every judgment
+    (``drift.peer_evidence``). One alert per episode: while a stream of an annotator has an
+    open alert nothing new is raised on it (a persisting drift would otherwise alarm again after
+    every CUSUM restart), and once it is acknowledged only a change that starts after the last
+    reported alarm counts (``drift.first_new_alarm``).
+    """
     from annotation import drift
 
+    reported: dict[tuple[int, str], object] = {}
+    open_streams: set[tuple[int, str]] = set()
+    for annotator_id, stream, last, n_open in (
+        DriftAlert.objects.filter(campaign=campaign).values("annotator_id", "stream")
+        .annotate(last=Max(Coalesce("detected_at", "onset_at", "created_at")),
+                  n_open=Count("id", filter=Q(acknowledged_at__isnull=True)))
+        .values_list("annotator_id", "stream", "last", "n_open")
+    ):
+        reported[(annotator_id, stream)] = last
+        if n_open:
+            open_streams.add((annotator_id, stream))
     created = 0
     scans = drift.drift_scan_frame(data.frame, len(data.annotator_ids), ds=ds)
     for user_id, found in zip(data.annotator_ids, scans, strict=True):
         for stream, points in found.items():
-            for point, onset_row, _alarm_row in points:
-                _, made = DriftAlert.objects.get_or_create(
-                    campaign=campaign, annotator_id=user_id, stream=stream,
-                    onset_index=int(point.onset_index),
-                    defaults={
-                        "detector": point.detector,
-                        "detected_index": int(point.detected_index),
-                        "onset_at": data.created_at[onset_row],
-                        "statistic": float(point.statistic),
-                        "message": point.message[:300],
-                    },
-                )
-                created += int(made)
+            if (user_id, stream) in open_streams:
+                continue
+            timed = [(p, data.created_at[onset], data.created_at[alarm])
+                     for p, onset, alarm in points]
+            new = drift.first_new_alarm(timed, reported_until=reported.get((user_id, stream)))
+            if new is None:
+                continue
+            point, onset_at, detected_at = new
+            _, made = DriftAlert.objects.get_or_create(
+                campaign=campaign, annotator_id=user_id, stream=stream,
+                onset_index=int(point.onset_index),
+                defaults={
+                    "detector": point.detector,
+                    "detected_index": int(point.detected_index),
+                    "onset_at": onset_at,
+                    "detected_at": detected_at,
+                    "statistic": float(point.statistic),
+                    "message": point.message[:300],
+                },
+            )
+            created += int(made)
     return created

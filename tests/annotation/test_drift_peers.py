@@ -10,8 +10,10 @@ import pytest
 from annotation.drift import (
     STREAM_ACCURACY,
     STREAM_GOLD_ERROR,
+    ChangePoint,
     answer_llr,
     drift_scan_frame,
+    first_new_alarm,
     peer_evidence,
 )
 from annotation.quality import DawidSkeneFit, JudgmentFrame, fit_dawid_skene
@@ -143,3 +145,62 @@ def test_without_a_dawid_skene_fit_the_scan_watches_gold_alone():
     frame, n_w = _simulated_campaign(rng, n_steady=6, n_drifting=0, steps=60)
     scans = drift_scan_frame(frame, n_w)
     assert all(STREAM_ACCURACY not in s and STREAM_GOLD_ERROR in s for s in scans)
+
+
+def test_first_new_alarm_skips_the_episode_already_reported():
+    def cp(onset, alarm):
+        return ChangePoint(onset_index=onset, detected_index=alarm, statistic=12.0)
+
+    points = [(cp(10, 30), 10, 30), (cp(31, 60), 31, 60)]
+    assert first_new_alarm(points, reported_until=None) == points[0]
+    # A rescan moved the first episode's onset a little: still the reported episode.
+    assert first_new_alarm([(cp(12, 33), 12, 33), *points[1:]], reported_until=30) == points[1]
+    assert first_new_alarm(points, reported_until=60) is None
+
+
+@pytest.mark.django_db
+def test_recomputes_raise_one_alert_per_drift_episode(cast):
+    """The accuracy stream's evidence changes with every recompute (peers answer, the
+    Dawid-Skene fit is redone) and a persisting drift alarms again after each CUSUM restart.
+    Rescanning a growing campaign raises one alert per drifting annotator and stream; after an
+    acknowledgement only a change that starts after the reported alarm becomes a new alert."""
+    from datetime import UTC, datetime, timedelta
+
+    from annotation.models import DriftAlert
+    from annotation.selectors_frame import CampaignFrame
+    from annotation.services.quality import _drift_alerts_create, drift_alert_acknowledge
+    from tests.factories import CampaignFactory, make_users
+
+    rng = np.random.default_rng(5)
+    frame, n_w = _simulated_campaign(rng, n_steady=10, n_drifting=5, steps=1600,
+                                     onset_step=600)
+    users = make_users(n_w, prefix="drift")
+    campaign = CampaignFactory()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    created_at = [start + timedelta(seconds=i) for i in range(len(frame))]
+
+    def recompute(steps: int) -> int:
+        rows = np.arange(steps * n_w)
+        part = frame.subset(rows)
+        data = CampaignFrame(frame=part, annotator_ids=[u.pk for u in users],
+                             judgment_ids=rows, created_at=created_at[:rows.size])
+        return _drift_alerts_create(campaign=campaign, data=data, ds=fit_dawid_skene(part, n_w))
+
+    for steps in (700, 900, 1100, 1300, 1600):
+        recompute(steps)
+    drifting = {u.pk for u in users[10:]}
+    accuracy = DriftAlert.objects.filter(campaign=campaign, stream=STREAM_ACCURACY)
+    assert {a.annotator_id for a in accuracy} == drifting
+    assert accuracy.count() == len(drifting)  # one per episode, not one per recompute
+    # Without the rule the last scan alone would have raised several per annotator.
+    part = frame.subset(np.arange(1600 * n_w))
+    raw = drift_scan_frame(part, n_w, ds=fit_dawid_skene(part, n_w))
+    assert sum(len(s[STREAM_ACCURACY]) for s in raw[10:]) > len(drifting)
+
+    reported = {a.annotator_id: a.detected_at for a in accuracy}
+    for alert in DriftAlert.objects.filter(campaign=campaign):
+        drift_alert_acknowledge(alert=alert, by=cast["admin"])
+    recompute(1600)
+    for alert in DriftAlert.objects.filter(campaign=campaign, stream=STREAM_ACCURACY,
+                                           acknowledged_at__isnull=True):
+        assert alert.onset_at > reported[alert.annotator_id]
