@@ -97,17 +97,21 @@ def _llr_weights(p0: float, p1: float) -> tuple[float, float]:
     return math.log(p1 / p0), math.log((1.0 - p1) / (1.0 - p0))
 
 
-def cusum_path(x: np.ndarray, *, p0: float, p1: float) -> np.ndarray:
-    """The CUSUM statistic S_1..S_n (no restarts), vectorised.
+def llr_cusum_path(llr: np.ndarray) -> np.ndarray:
+    """The CUSUM statistic S_1..S_n (no restarts) of log-likelihood-ratio increments.
 
     Uses the Lindley identity S_t = C_t - min(0, min_{s<=t} C_s) with C the cumulative sum of
     the increments, so a stream costs two numpy scans instead of a Python loop. Works on a 2-D
     array too (one stream per row).
     """
-    w1, w0 = _llr_weights(p0, p1)
-    x = np.asarray(x)
-    c = np.cumsum(np.where(x.astype(bool), w1, w0), axis=-1)
+    c = np.cumsum(llr, axis=-1)
     return c - np.minimum(np.minimum.accumulate(c, axis=-1), 0.0)
+
+
+def cusum_path(x: np.ndarray, *, p0: float, p1: float) -> np.ndarray:
+    """The Bernoulli CUSUM statistic S_1..S_n (no restarts) of a 0/1 stream, vectorised."""
+    w1, w0 = _llr_weights(p0, p1)
+    return llr_cusum_path(np.where(np.asarray(x).astype(bool), w1, w0))
 
 
 def detect_llr_cusum(
@@ -207,7 +211,7 @@ def peer_evidence(frame: JudgmentFrame, ds: DawidSkeneFit, *, min_peers: int = 1
     errors pile up. The confusion matrices are the campaign's fit (``ds``), so the evidence is
     only as good as the peers; an item where they disagree carries little weight.
     """
-    out = np.where(np.isfinite(frame.gold_ok), frame.gold_ok, np.nan)
+    out = frame.gold_ok.copy()  # 1/0 on gold rows, nan elsewhere
     rows = np.flatnonzero(~frame.is_calibration)
     if rows.size == 0 or ds.items.size == 0:
         return out

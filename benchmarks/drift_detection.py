@@ -56,6 +56,7 @@ from annotation.drift import (  # noqa: E402
     cusum_run_length,
     cusum_threshold,
     drift_scan,
+    llr_cusum_path,
 )
 
 
@@ -138,18 +139,13 @@ def peer_streams(rng, n: int, *, horizon: int, gold_every: int, onset: int | Non
     return np.where(gold, right.astype(float), p_right), gold
 
 
-def _llr_path(llr: np.ndarray) -> np.ndarray:
-    c = np.cumsum(llr, axis=-1)
-    return c - np.minimum(np.minimum.accumulate(c, axis=-1), 0.0)
-
-
 def peer_drift(rng, *, n_steady: int, n_drifting: int, horizon: int, gold_every: int,
                onset: int, config: DriftConfig, chunk: int = 1000) -> dict:
     """The default detectors (gold CUSUM and accuracy CUSUM) on whole annotator streams."""
     p0, p1 = config.gold_p0, config.gold_p1
 
     def paths(p_right, gold):
-        acc = _llr_path(answer_llr(p_right, p0=p0, p1=p1))
+        acc = llr_cusum_path(answer_llr(p_right, p0=p0, p1=p1))
         gold_only = cusum_path(p_right[:, gold] < 0.5, p0=p0, p1=p1)
         return acc > config.accuracy_h, gold_only > config.gold_h
 

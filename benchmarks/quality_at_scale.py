@@ -182,7 +182,9 @@ def main() -> None:
     # As in the service: the recompute's Dawid-Skene fit feeds the accuracy stream.
     scans, drift_s, drift_cpu = timed(lambda: drift_scan_frame(frame, args.annotators, ds=ds))
     n_alerts = {name: sum(len(scan[name]) for scan in scans) for name in scans[0]}
-    log(f"drift scan of every annotator: {drift_s:.2f} s, alerts {n_alerts}")
+    n_flagged = {name: sum(bool(scan[name]) for scan in scans) for name in scans[0]}
+    log(f"drift scan of every annotator: {drift_s:.2f} s, change points {n_alerts}, "
+        f"annotators with one or more {n_flagged}")
 
     camp = report.campaign
     result = {
@@ -200,7 +202,7 @@ def main() -> None:
         "ds_12_iterations_s": {"numpy": round(np12_s, 3), "crowdkit": round(ck12_s, 3)},
         "incremental_update_us": round(incremental_update_us(), 2),
         "drift_scan_all_s": round(drift_s, 3), "drift_scan_all_cpu_s": round(drift_cpu, 3),
-        "drift_alerts": n_alerts,
+        "drift_alerts": n_alerts, "drift_annotators_flagged": n_flagged,
         "alpha_nominal": camp.alpha_nominal, "alpha_ordinal": camp.alpha_ordinal,
         "noise_epsilon": camp.noise_epsilon,
         "majority_ds_disagreement": camp.majority_ds_disagreement,
