@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Choice(models.TextChoices):
@@ -247,7 +248,9 @@ class Judgment(models.Model):
     seconds_spent = models.FloatField(validators=[MinValueValidator(0.0)])
     # The choice as the annotator saw it (left/right), kept for audits of position bias.
     a_on_left = models.BooleanField()
-    idempotency_key = models.CharField(max_length=100, unique=True)
+    # Unique per annotator, not globally: a key names one answer of its author, and nobody can
+    # learn of or squat on another annotator's keys.
+    idempotency_key = models.CharField(max_length=100)
     supersedes = models.OneToOneField(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="superseded_by"
     )
@@ -268,6 +271,9 @@ class Judgment(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(seconds_spent__gte=0), name="judgment_seconds_nonnegative"
+            ),
+            models.UniqueConstraint(
+                fields=["annotator", "idempotency_key"], name="judgment_key_once_per_annotator"
             ),
         ]
 
@@ -301,14 +307,52 @@ class AnnotatorProfile(models.Model):
         return f"{self.user} ({self.status})"
 
 
-class PreferenceExport(models.Model):
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Job(models.Model):
+    """A background job's state, kept in the database rather than in the broker.
+
+    Every kind of background work (exports, quality recomputes, training runs) is a row of a
+    subclass. A running job writes ``heartbeat_at``; the reaper (``services.jobs.jobs_reap``,
+    on Celery beat) re-queues or fails, with a reason, any job whose heartbeat stopped, so a
+    killed worker never leaves a job "running". ``job_task`` names the Celery task that runs a
+    job of the subclass, given its id.
+    """
+
+    Status = JobStatus
+    TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+    job_task: str = ""
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices,
+                              default=JobStatus.QUEUED, db_index=True)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Times a worker has started this job.")
+    max_attempts = models.PositiveSmallIntegerField(
+        default=3, help_text="Starts allowed before a lost job is failed instead of re-queued.")
+    queued_at = models.DateTimeField(default=timezone.now,
+                                     help_text="When the job last entered the queue.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the last run.")
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+
+class PreferenceExport(Job):
     """An export of a campaign's preferences, produced by a Celery task; state lives here."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    job_task = "annotation.preference_export_run"
 
     class Format(models.TextChoices):
         JSONL = "jsonl", "TRL JSONL"
@@ -319,15 +363,76 @@ class PreferenceExport(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.JSONL)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     path = models.CharField(max_length=500, blank=True)
     row_count = models.PositiveIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention deleted the file.")
 
     def __str__(self) -> str:
         return f"export #{self.pk} {self.campaign} ({self.status})"
+
+
+class QualityRecompute(Job):
+    """A full quality recompute and drift scan of one campaign (``campaign_quality_recompute``).
+
+    At most one is queued per campaign: a request while one waits joins it.
+    """
+
+    job_task = "annotation.campaign_quality_recompute"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE,
+                                 related_name="quality_recomputes")
+    requested_at_judgment = models.PositiveBigIntegerField(
+        default=0, help_text="The campaign's judgment count when it was requested.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign"], condition=Q(status="queued"),
+                                    name="quality_recompute_one_queued"),
+        ]
+
+    def __str__(self) -> str:
+        return f"quality recompute #{self.pk} of {self.campaign} ({self.status})"
+
+
+class CampaignTally(models.Model):
+    """Judgments submitted in a campaign; written only by the submit path (one owner).
+
+    Counts per campaign, so that every campaign gets its recompute every
+    GAPLAB_QUALITY_RECOMPUTE_EVERY judgments however the campaigns' judgments interleave.
+    """
+
+    campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, primary_key=True,
+                                    related_name="tally")
+    judgments = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.campaign}: {self.judgments} judgments"
+
+
+class OutboxMessage(models.Model):
+    """A task to publish, written in the transaction that needs it (transactional outbox).
+
+    A request that committed has its message here even when the broker is down; it is published
+    right after commit, or later by the relay (``services.outbox.outbox_relay`` on beat).
+    """
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    queue = models.CharField(max_length=50, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["id"], condition=Q(sent_at__isnull=True),
+                         name="outbox_unsent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task}{self.args} ({'sent' if self.sent_at else 'unsent'})"
 
 
 class AnnotatorQuality(models.Model):

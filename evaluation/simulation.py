@@ -272,7 +272,7 @@ class SimulatedAnnotator:
         """
         from annotation.errors import ApplicationError
         from annotation.selectors import comparison_for_annotator
-        from annotation.services import assignment_issue_next, choice_from_screen, judgment_submit
+        from annotation.services import assignment_issue_next, judgment_submit_from_screen
 
         try:
             assignment = assignment_issue_next(campaign=campaign, annotator=self.user,
@@ -284,11 +284,9 @@ class SimulatedAnnotator:
         view = comparison_for_annotator(assignment=assignment)
         decision = self.decide(turns=view.turns, left_text=view.left_text,
                                right_text=view.right_text)
-        # What the annotator page does with a click: screen side -> canonical choice.
-        choice = choice_from_screen(decision.choice, a_on_left=assignment.a_on_left)
         try:
-            judgment_submit(
-                assignment=assignment, annotator=self.user, choice=choice,
+            judgment_submit_from_screen(
+                token=view.token, annotator=self.user, choice=decision.choice,
                 strength=decision.strength, idempotency_key=f"sim-{view.token}",
                 seconds_spent=round(decision.seconds_spent, 2), rng=self.issue_rng,
             )

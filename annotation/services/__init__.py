@@ -11,7 +11,12 @@ from annotation.services.assignment import (
 from annotation.services.campaigns import campaign_create
 from annotation.services.exports import preference_export_create, preference_export_run
 from annotation.services.imports import comparisons_import
-from annotation.services.judgments import choice_from_screen, judgment_submit, judgment_supersede
+from annotation.services.judgments import (
+    choice_from_screen,
+    judgment_submit,
+    judgment_submit_from_screen,
+    judgment_supersede,
+)
 from annotation.services.snapshots import snapshot_create, snapshot_to_dataset
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "choice_from_screen",
     "comparisons_import",
     "judgment_submit",
+    "judgment_submit_from_screen",
     "judgment_supersede",
     "preference_export_create",
     "preference_export_run",

@@ -1,9 +1,18 @@
-"""Exporting a campaign's preferences in TRL's format, as JSONL or a ``datasets.Dataset``."""
+"""Exporting a campaign's preferences in TRL's format, as JSONL or a ``datasets.Dataset``.
+
+An export is a job (``services.jobs``): queued through the outbox, run by a worker under a
+heartbeat, re-queued or failed by the reaper if the worker dies. Each requester may have a few
+exports in flight and a few per hour (429 beyond), and files older than the retention are
+deleted by ``preference_exports_purge`` (beat), which keeps the row and marks it purged.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -11,8 +20,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Campaign, PreferenceExport
+from annotation.errors import RateLimitedError
+from annotation.models import Campaign, JobStatus, PreferenceExport
 from annotation.selectors import preference_rows
+from annotation.services.jobs import job_enqueue, job_fail, job_heartbeat, job_start, job_succeed
 
 
 def preferences_write(*, campaign: Campaign, out: Path, fmt: str) -> int:
@@ -32,48 +43,96 @@ def preferences_write(*, campaign: Campaign, out: Path, fmt: str) -> int:
     elif fmt == PreferenceExport.Format.DATASET:
         import datasets  # heavy: only in the process that exports
 
-        datasets.Dataset.from_list(rows).save_to_disk(str(out))
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
     else:
         raise ValueError(f"unknown export format {fmt!r}")
     return len(rows)
 
 
+def _check_rate(*, requested_by: AbstractBaseUser | None) -> None:
+    """At most GAPLAB_EXPORT_MAX_ACTIVE exports in flight and GAPLAB_EXPORT_PER_HOUR an hour
+    per requester, so a client (or a fuzzer) cannot fill the disk or the queue."""
+    if requested_by is None:
+        return
+    now = timezone.now()
+    mine = PreferenceExport.objects.filter(requested_by=requested_by)
+    active = mine.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).count()
+    if active >= settings.GAPLAB_EXPORT_MAX_ACTIVE:
+        raise RateLimitedError(
+            f"You have {active} exports queued or running (the limit is "
+            f"{settings.GAPLAB_EXPORT_MAX_ACTIVE}); wait for one to finish.", retry_after=30,
+        )
+    recent = list(mine.filter(created_at__gte=now - timedelta(hours=1))
+                  .order_by("created_at").values_list("created_at", flat=True))
+    if len(recent) >= settings.GAPLAB_EXPORT_PER_HOUR:
+        wait = recent[0] + timedelta(hours=1) - now
+        raise RateLimitedError(
+            f"At most {settings.GAPLAB_EXPORT_PER_HOUR} exports an hour; try again later.",
+            retry_after=max(1, math.ceil(wait.total_seconds())),
+        )
+
+
 def preference_export_create(
     *, campaign: Campaign, fmt: str, requested_by: AbstractBaseUser | None
 ) -> PreferenceExport:
-    """Queue an export; the worker runs it (``preference_export_run``) after commit."""
-    from annotation.tasks import preference_export_run as preference_export_run_task
+    """Queue an export; the worker runs it (``preference_export_run``) after commit.
 
-    export = PreferenceExport(campaign=campaign, format=fmt, requested_by=requested_by)
-    export.full_clean()
-    export.save()
-    transaction.on_commit(lambda: preference_export_run_task.delay(export.pk))
-    return export
-
-
-def preference_export_run(*, export_id: int) -> PreferenceExport:
-    """Run a queued export; idempotent: a finished export is returned as it is."""
+    Raises RateLimitedError (429) past the requester's limits. The job runs even if the broker
+    is down when this returns: its message waits in the outbox.
+    """
     with transaction.atomic():
-        export = PreferenceExport.objects.select_for_update().select_related("campaign").get(
-            pk=export_id
-        )
-        if export.status == PreferenceExport.Status.SUCCEEDED:
-            return export
-        export.status = PreferenceExport.Status.RUNNING
-        export.save(update_fields=["status"])
+        _check_rate(requested_by=requested_by)
+        return job_enqueue(PreferenceExport(campaign=campaign, format=fmt,
+                                            requested_by=requested_by))
+
+
+def _fault_delay() -> None:
+    # Fault drills only (tests/annotation/test_job_crash.py): keep the export running long enough
+    # to kill its worker mid-run. Unset in production.
+    delay = float(os.environ.get("GAPLAB_FAULT_EXPORT_DELAY_SECONDS", "0") or 0)
+    if delay > 0:
+        import time
+
+        time.sleep(delay)
+
+
+def preference_export_run(*, export_id: int) -> PreferenceExport | None:
+    """Run a queued export; idempotent: a finished export, or one a live worker is running, is
+    left alone (returns None). An error in the export fails it with the reason."""
+    export = job_start(PreferenceExport, job_id=export_id)
+    if export is None:
+        return None
     suffix = ".jsonl" if export.format == PreferenceExport.Format.JSONL else ""
     out = Path(settings.GAPLAB_EXPORT_DIR) / f"{export.campaign.name}-{export.pk}{suffix}"
-    try:
-        count = preferences_write(campaign=export.campaign, out=out, fmt=export.format)
-    except Exception as exc:
-        export.status = PreferenceExport.Status.FAILED
-        export.error = f"{type(exc).__name__}: {exc}"[:2000]
-        export.finished_at = timezone.now()
-        export.save(update_fields=["status", "error", "finished_at"])
-        raise
-    export.status = PreferenceExport.Status.SUCCEEDED
-    export.path = str(out)
-    export.row_count = count
-    export.finished_at = timezone.now()
-    export.save(update_fields=["status", "path", "row_count", "finished_at"])
+    with job_heartbeat(export):
+        try:
+            _fault_delay()
+            count = preferences_write(campaign=export.campaign, out=out, fmt=export.format)
+        except Exception as exc:
+            job_fail(export, reason=f"{type(exc).__name__}: {exc}")
+            raise
+    job_succeed(export, path=str(out), row_count=count)
     return export
+
+
+def preference_exports_purge(*, now=None) -> int:
+    """Delete export files older than GAPLAB_EXPORT_RETENTION_DAYS; keep the rows, marked."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.GAPLAB_EXPORT_RETENTION_DAYS)
+    purged = 0
+    for export in PreferenceExport.objects.filter(
+        status=JobStatus.SUCCEEDED, finished_at__lt=cutoff, purged_at__isnull=True
+    ):
+        path = Path(export.path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        export.purged_at = now
+        export.save(update_fields=["purged_at"])
+        purged += 1
+    return purged

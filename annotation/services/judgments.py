@@ -11,8 +11,14 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.errors import ApplicationError
-from annotation.models import Assignment, Choice, Judgment
+from annotation.errors import (
+    ApplicationError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    NotFoundError,
+)
+from annotation.models import AnnotatorProfile, Assignment, Choice, Judgment
 from annotation.services.quality import quality_on_judgment
 
 ScreenChoice = Literal["left", "right", "tie", "both_bad"]
@@ -61,10 +67,36 @@ def _validated_fields(
 
 
 def _existing_for_key(idempotency_key: str, annotator: AbstractBaseUser) -> Judgment | None:
-    existing = Judgment.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None and existing.annotator_id != annotator.pk:
-        raise ApplicationError("This idempotency key belongs to someone else.")
+    # Keys are unique per annotator: another annotator's key is simply another key.
+    return Judgment.objects.filter(annotator_id=annotator.pk,
+                                   idempotency_key=idempotency_key).first()
+
+
+def _replay_or_conflict(existing: Judgment, *, assignment_id: int) -> Judgment:
+    """A key names one answer: the same assignment replays it, another one conflicts."""
+    if existing.assignment_id != assignment_id:
+        raise ConflictError(
+            "This idempotency key was already used for another comparison; use a new key.",
+            extra={"field": "idempotency_key"},
+        )
+    existing.was_replayed = True
     return existing
+
+
+def _check_may_submit(locked: Assignment, *, annotator: AbstractBaseUser, now) -> None:
+    """The state rules of a submit, each with its own status (403, 404, 409, 410)."""
+    if locked.annotator_id != annotator.pk:
+        raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
+    profile = getattr(locked.annotator, "annotator_profile", None)
+    if profile is not None and profile.status == AnnotatorProfile.Status.PAUSED:
+        raise ForbiddenError("Your annotation is paused; an admin has been told.")
+    if not locked.campaign.is_active:
+        raise ConflictError("This campaign is closed; it takes no more judgments.")
+    if locked.status == Assignment.Status.COMPLETED:
+        raise ConflictError("This comparison is already answered; submit a correction.")
+    if locked.status != Assignment.Status.PENDING or locked.expires_at <= now:
+        raise GoneError("This comparison expired or was skipped and went back to the pool.",
+                        extra={"field": "token"})
 
 
 def judgment_submit(
@@ -75,32 +107,30 @@ def judgment_submit(
 ) -> Judgment:
     """Record an annotator's answer (canonical order); a repeated key returns the first answer.
 
-    Idempotent: the same key, also sent concurrently, yields exactly one judgment. Raises
-    ApplicationError if the assignment is someone else's, was skipped or reclaimed after expiry,
-    or already has an answer under another key (corrections go through judgment_supersede).
+    Idempotent: the same key on the same assignment, also sent concurrently, yields exactly one
+    judgment (returned with ``was_replayed = True`` on a repeat). Raises NotFoundError if the
+    assignment is someone else's, ForbiddenError if the annotator is paused, ConflictError if
+    the campaign is closed, the assignment is already answered (corrections go through
+    judgment_supersede) or the key was used on another assignment, and GoneError if the
+    assignment expired (reclaimed or not) or was skipped.
     """
     if not idempotency_key or len(idempotency_key) > 100:
-        raise ApplicationError("An idempotency key of 1-100 characters is required.")
+        raise ApplicationError("An idempotency key of 1-100 characters is required.",
+                               extra={"field": "idempotency_key"})
+    now = timezone.now()
     try:
         with transaction.atomic():
             # The row lock orders concurrent submits for one assignment; the key is looked up
             # under it (once: a repeated or concurrent key gets the first answer here).
             locked = (
                 Assignment.objects.select_for_update(of=("self",))
-                .select_related("campaign", "comparison")
+                .select_related("campaign", "comparison", "annotator__annotator_profile")
                 .get(pk=assignment.pk)
             )
             existing = _existing_for_key(idempotency_key, annotator)
             if existing is not None:
-                return existing
-            if locked.annotator_id != annotator.pk:
-                raise ApplicationError("This assignment is not yours.")
-            if locked.status == Assignment.Status.COMPLETED:
-                raise ApplicationError("This comparison is already answered; submit a correction.")
-            if locked.status != Assignment.Status.PENDING:
-                raise ApplicationError(
-                    "This comparison expired or was skipped and went back to the pool."
-                )
+                return _replay_or_conflict(existing, assignment_id=locked.pk)
+            _check_may_submit(locked, annotator=annotator, now=now)
             fields = _validated_fields(
                 assignment=locked, choice=choice, strength=strength,
                 criteria_choices=criteria_choices, seconds_spent=seconds_spent,
@@ -116,17 +146,45 @@ def judgment_submit(
             judgment.campaign = locked.campaign
             judgment.save(force_insert=True)
             locked.status = Assignment.Status.COMPLETED
-            locked.finished_at = timezone.now()
+            locked.finished_at = now
             locked.save(update_fields=["status", "finished_at"])
             if settings.GAPLAB_QUALITY_ON_SUBMIT:
                 quality_on_judgment(judgment=judgment, rng=rng)
+            judgment.was_replayed = False
             return judgment
     except IntegrityError:
         # Backstop for the unique key (a racing insert on a backend without row locks).
         existing = _existing_for_key(idempotency_key, annotator)
         if existing is None:
             raise
-        return existing
+        return _replay_or_conflict(existing, assignment_id=assignment.pk)
+
+
+def judgment_submit_from_screen(
+    *, token: str, annotator: AbstractBaseUser, choice: str, strength: int | None,
+    idempotency_key: str, seconds_spent: float | None = None,
+    criteria: dict[str, str] | None = None, rationale: str = "",
+    rng: random.Random | None = None,
+) -> Judgment:
+    """Submit what the annotator clicked on their screen (left/right/tie/both_bad).
+
+    The one place where screen sides become canonical choices (the page, the API and the
+    simulated annotators all come here). ``seconds_spent`` defaults to the time since issue.
+    Raises NotFoundError when the token is not one of the annotator's assignments.
+    """
+    assignment = Assignment.objects.filter(token=token, annotator_id=annotator.pk).first()
+    if assignment is None:
+        raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
+    if seconds_spent is None:
+        seconds_spent = max(0.0, (timezone.now() - assignment.issued_at).total_seconds())
+    return judgment_submit(
+        assignment=assignment, annotator=annotator,
+        choice=choice_from_screen(choice, a_on_left=assignment.a_on_left),
+        strength=strength, idempotency_key=idempotency_key, seconds_spent=seconds_spent,
+        criteria_choices={name: choice_from_screen(value, a_on_left=assignment.a_on_left)
+                          for name, value in (criteria or {}).items()},
+        rationale=rationale, rng=rng,
+    )
 
 
 def judgment_supersede(
@@ -134,16 +192,19 @@ def judgment_supersede(
     idempotency_key: str, seconds_spent: float,
     criteria_choices: dict[str, str] | None = None, rationale: str = "",
 ) -> Judgment:
-    """Record a correction: a new judgment that supersedes the latest one. Nothing is updated."""
+    """Record a correction: a new judgment that supersedes the latest one. Nothing is updated.
+
+    A repeated key returns the correction it made; a key used on another comparison conflicts.
+    """
+    if judgment.annotator_id != annotator.pk:
+        raise ForbiddenError("Only the author can correct a judgment.")
     existing = _existing_for_key(idempotency_key, annotator)
     if existing is not None:
-        return existing
+        return _replay_or_conflict(existing, assignment_id=judgment.assignment_id)
     with transaction.atomic():
         latest = Judgment.objects.select_for_update().select_related(
             "assignment__campaign"
         ).get(pk=judgment.pk)
-        if latest.annotator_id != annotator.pk:
-            raise ApplicationError("Only the author can correct a judgment.")
         while hasattr(latest, "superseded_by"):
             latest = latest.superseded_by
         fields = _validated_fields(
@@ -159,5 +220,5 @@ def judgment_supersede(
         try:
             correction.save(force_insert=True)
         except (IntegrityError, ValidationError) as exc:
-            raise ApplicationError("This judgment was corrected concurrently; retry.") from exc
+            raise ConflictError("This judgment was corrected concurrently; retry.") from exc
         return correction

@@ -1,9 +1,13 @@
 """Quality, drift and pausing: persist what ``quality.py`` and ``drift.py`` compute.
 
 Two paths. On every submit, ``quality_on_judgment`` does O(1) work: gold tallies, the Wilson
-interval, the pause check, follow-up calibration items and adaptive redundancy. Every
-RECOMPUTE_EVERY judgments of a campaign (and on demand) a task runs the full recompute:
-Dawid-Skene, agreement, Krippendorff's alpha, biases and the drift scan.
+interval, the pause check, follow-up calibration items and adaptive redundancy, and counts the
+campaign's judgments. Every GAPLAB_QUALITY_RECOMPUTE_EVERY judgments of a campaign (and on
+demand) a ``QualityRecompute`` job runs the full recompute: Dawid-Skene, agreement,
+Krippendorff's alpha, biases and the drift scan.
+
+One owner per column: the submit path owns the gold tally (TALLY_FIELDS of AnnotatorQuality)
+and CampaignTally; the recompute owns every other quality column.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -25,9 +30,11 @@ from annotation.models import (
     AnnotatorQuality,
     Campaign,
     CampaignQuality,
+    CampaignTally,
     Comparison,
     DriftAlert,
     Judgment,
+    QualityRecompute,
 )
 from annotation.quality import wilson_interval  # numpy only: cheap in the web process
 from annotation.services.calibration import (
@@ -39,8 +46,9 @@ if TYPE_CHECKING:
     from annotation.quality import DawidSkeneFit
     from annotation.selectors_frame import CampaignFrame
 
-RECOMPUTE_EVERY = 50
 MIN_GOLD_FOR_PAUSE = 10
+# AnnotatorQuality columns owned by the per-submit gold tally.
+TALLY_FIELDS = frozenset({"n_gold", "gold_accuracy", "gold_ci_low", "gold_ci_high"})
 # Adaptive redundancy asks for one more rater while the leading choice holds less than this
 # share of the judgments.
 DISAGREEMENT_SHARE = 2 / 3
@@ -64,11 +72,68 @@ def quality_on_judgment(*, judgment: Judgment, rng: random.Random | None = None)
         wanted = comparison.target_overlap or campaign.overlap
         if campaign.redundancy_cap > wanted and comparison.claimed_count >= wanted:
             comparison_redundancy_adapt(comparison=comparison, campaign=campaign)
-    # The full recompute (which also makes transitivity closers) runs off the request path.
-    if judgment.pk % RECOMPUTE_EVERY == 0:
-        from annotation.tasks import campaign_quality_recompute as recompute_task
+    # The full recompute (which also makes transitivity closers) runs off the request path,
+    # every GAPLAB_QUALITY_RECOMPUTE_EVERY judgments of this campaign (counted per campaign,
+    # last in the transaction so that the tally's row lock is held only until commit).
+    every = settings.GAPLAB_QUALITY_RECOMPUTE_EVERY
+    if _campaign_tally_increment(campaign_id=campaign.pk) % every == 0:
+        quality_recompute_request(campaign=campaign)
 
-        transaction.on_commit(lambda: recompute_task.delay(campaign.pk))
+
+def _campaign_tally_increment(*, campaign_id: int) -> int:
+    """Add one to the campaign's judgment count and return the new count (one statement)."""
+    table = CampaignTally._meta.db_table
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute(
+                f"UPDATE {table} SET judgments = judgments + 1 WHERE campaign_id = %s "
+                "RETURNING judgments", [campaign_id],
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                return int(row[0])
+            # The first judgment of a campaign: make its row (a racing first judgment may
+            # make it too; ignore_conflicts keeps one), then count.
+            CampaignTally.objects.bulk_create([CampaignTally(campaign_id=campaign_id)],
+                                              ignore_conflicts=True)
+    raise RuntimeError("campaign tally row vanished")
+
+
+def quality_recompute_request(*, campaign: Campaign) -> QualityRecompute:
+    """Queue a full recompute of the campaign, joining one that is already queued.
+
+    At most one recompute waits per campaign (a partial unique index), so a burst of requests
+    costs one run. It goes through the outbox: it runs even if the broker is down right now.
+    """
+    from annotation.services.jobs import job_dispatch
+
+    judgments = CampaignTally.objects.filter(campaign=campaign).values_list(
+        "judgments", flat=True).first() or 0
+    try:
+        with transaction.atomic():  # a savepoint: the conflict below must not end the caller's
+            job = QualityRecompute.objects.create(campaign=campaign,
+                                                  requested_at_judgment=judgments)
+            job_dispatch(job)
+            return job
+    except IntegrityError:  # one is already queued (quality_recompute_one_queued): join it
+        return QualityRecompute.objects.filter(campaign=campaign).order_by("-id").first()
+
+
+def quality_recompute_run(*, job_id: int) -> QualityRecompute | None:
+    """Run a queued recompute (a job: idempotent under redelivery, reaped if its worker dies)."""
+    from annotation.services.jobs import job_fail, job_heartbeat, job_start, job_succeed
+
+    job = job_start(QualityRecompute, job_id=job_id)
+    if job is None:
+        return None
+    with job_heartbeat(job):
+        try:
+            campaign_quality_recompute(campaign=job.campaign)
+        except Exception as exc:
+            job_fail(job, reason=f"{type(exc).__name__}: {exc}")
+            raise
+    job_succeed(job)
+    return job
 
 
 def _gold_tally(*, campaign: Campaign, annotator_id: int, correct: bool) -> None:
@@ -136,7 +201,7 @@ def _transitivity_closers_create(*, campaign: Campaign) -> int:
                                 comparison__kind=Comparison.Kind.REGULAR,
                                 choice__in=["A", "B"])
         .select_related("comparison")
-        .order_by("-id")[: RECOMPUTE_EVERY * 4]
+        .order_by("-id")[: settings.GAPLAB_QUALITY_RECOMPUTE_EVERY * 4]
     )
     for judgment in recent:
         made += calibration_transitivity_closer_create(judgment=judgment) is not None
@@ -175,9 +240,13 @@ def campaign_quality_recompute(*, campaign: Campaign) -> CampaignQuality:
     _transitivity_closers_create(campaign=campaign)
     with transaction.atomic():
         for index, s in enumerate(stats):
+            fields = _annotator_fields(s)
+            # The gold tally has one owner, the submit path (_gold_tally); the recompute
+            # fills it only for a row the tally has not made yet.
             AnnotatorQuality.objects.update_or_create(
                 campaign=campaign, annotator_id=data.annotator_ids[index],
-                defaults=_annotator_fields(s),
+                defaults={k: v for k, v in fields.items() if k not in TALLY_FIELDS},
+                create_defaults=fields,
             )
         campaign_quality, _ = CampaignQuality.objects.update_or_create(
             campaign=campaign, defaults=_campaign_fields(cstats)

@@ -8,15 +8,8 @@ The task is sent with ``send_task``, which never runs eagerly, so nothing runs i
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -24,6 +17,8 @@ from django.conf import settings
 from annotation.models import PreferenceExport
 from annotation.services import assignment_issue_next, judgment_submit
 from tests.factories import CampaignFactory, ComparisonFactory, make_users
+from tests.worker_support import Worker as _Worker
+from tests.worker_support import purge_queue, worker_env
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
@@ -32,99 +27,13 @@ READY_TIMEOUT_S = 60
 TASK_TIMEOUT_S = 60
 
 
-def _worker_database_url() -> str:
-    """DATABASE_URL of the database this test uses (pytest-django has switched NAME to it)."""
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{Path(db['NAME']).resolve()}"  # sqlite:////abs/path
-    configured = os.environ.get("DATABASE_URL")
-    if configured:  # keep scheme, credentials and options; swap the database name
-        parts = urlsplit(configured)
-        return urlunsplit(parts._replace(path="/" + quote(db["NAME"])))
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{auth}@{db['HOST']}{port}/{quote(db['NAME'])}"
-
-
-class _Worker:
-    """A `celery worker` subprocess whose merged output is collected by a reader thread."""
-
-    def __init__(self, env: dict[str, str]):
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default",
-             "--pool", "solo", "--concurrency", "1", "-l", "INFO",
-             "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if " ready." in line:
-                self.ready.set()
-
-    def output(self) -> str:
-        return "\n".join(self.lines[-80:])
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.2):
-            if self.proc.poll() is not None:
-                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"worker not ready after {timeout} s:\n{self.output()}")
-
-    def stop(self) -> None:
-        """Warm shutdown (SIGTERM); SIGKILL only if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-
-
-def _purge_default_queue(app) -> None:
-    """Drop messages left in the test broker's `default` queue by earlier runs (not `gpu`)."""
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        channel.queue_declare(queue="default", durable=True, auto_delete=False)
-        channel.queue_purge("default")
-
-
 @pytest.fixture
 def worker(transactional_db, tmp_path):
     from config.celery import app as celery_app
 
     export_dir = tmp_path / "exports"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": _worker_database_url(),
-        # Same data dir: the SQLite test file and the filesystem broker's folders live there.
-        "GAPLAB_DATA_DIR": str(settings.DATA_DIR),
-        "GAPLAB_EXPORT_DIR": str(export_dir),
-        "GAPLAB_CELERY_EAGER": "0",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    broker = os.environ.get("CELERY_BROKER_URL")
-    if broker:
-        env["CELERY_BROKER_URL"] = broker
-    else:
-        env.pop("CELERY_BROKER_URL", None)  # the settings fall back to filesystem://
-        assert settings.CELERY_BROKER_URL.startswith("filesystem://")
-    _purge_default_queue(celery_app)
+    env = worker_env(GAPLAB_EXPORT_DIR=str(export_dir))
+    purge_queue(celery_app, "default")
     proc = _Worker(env)
     try:
         proc.wait_ready(READY_TIMEOUT_S)
