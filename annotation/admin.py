@@ -1,4 +1,10 @@
-"""Django admin for every annotation model, with filters, search and an import upload."""
+"""Django admin for every annotation model, with filters, search and an import upload.
+
+Claim state (assignments, a comparison's claimed_count / is_full and what they are counted
+against) and judgments change only through the annotation services, so their admins are
+read-only where a hand edit would leave the counters or the one-current-judgment rule wrong.
+User accounts are administered in ``annotation.admin_accounts``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from django.contrib import admin, messages
 from django.shortcuts import redirect, render
 from django.urls import path
 
-from annotation import importers
+from annotation import admin_accounts, importers
 from annotation.errors import ApplicationError
 from annotation.forms import ImportUploadForm
 from annotation.models import (
@@ -26,6 +32,8 @@ from annotation.models import (
 )
 from annotation.services import comparisons_import, preference_export_create
 
+admin_accounts.register(admin.site)
+
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
@@ -35,6 +43,12 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ["name", "title"]
     actions = ["export_preferences"]
     change_list_template = "admin/annotation/campaign/change_list.html"
+
+    def get_readonly_fields(self, request, obj=None):
+        # Each comparison's is_full was computed against this overlap when it was claimed;
+        # changing it by hand would strand full rows or over-issue open ones.
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "overlap"] if obj is not None else fields
 
     def get_urls(self):
         return [
@@ -107,7 +121,15 @@ class ComparisonAdmin(admin.ModelAdmin):
     raw_id_fields = ["prompt", "response_a", "response_b", "for_annotator",
                      "source_comparison", "source_comparison_2"]
     readonly_fields = ["claimed_count", "is_full"]
+    # Fixed once a comparison exists: its claims and judgments were counted against them.
+    # target_overlap moves only through comparison_redundancy_adapt, which keeps is_full right.
+    claim_fields = ["campaign", "kind", "prompt", "response_a", "response_b", "for_annotator",
+                    "source_comparison", "source_comparison_2", "target_overlap"]
     actions = ["degrade_truncate", "degrade_wrong_number", "degrade_unrelated"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, *self.claim_fields] if obj is not None else fields
 
     def _degrade(self, request, queryset, transform: str) -> None:
         from annotation.services.calibration import calibration_degraded_create
@@ -138,12 +160,25 @@ class ComparisonAdmin(admin.ModelAdmin):
 
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
+    """View-only: an assignment's status is claim state that only the assignment services keep
+    consistent with claimed_count and the annotator's judgments (reopening a completed one gave
+    an annotator two current judgments on one comparison)."""
+
     list_display = ["id", "annotator", "campaign", "comparison", "a_on_left", "status",
                     "issued_at", "expires_at"]
     list_filter = ["campaign", "status", "a_on_left"]
     search_fields = ["annotator__username", "token", "comparison__id"]
     raw_id_fields = ["comparison", "annotator"]
     readonly_fields = ["token"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Judgment)
@@ -168,9 +203,18 @@ class JudgmentAdmin(admin.ModelAdmin):
 
 @admin.register(AnnotatorProfile)
 class AnnotatorProfileAdmin(admin.ModelAdmin):
+    """View-only: pausing is the quality services' call and un-pausing goes through
+    ``annotator_unpause`` (the quality pages), which records since when gold counts again."""
+
     list_display = ["user", "status", "paused_reason", "unpaused_at", "created_at"]
     list_filter = ["status"]
     search_fields = ["user__username"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):
@@ -220,3 +264,8 @@ class PreferenceExportAdmin(admin.ModelAdmin):
                     "finished_at"]
     list_filter = ["status", "format", "campaign"]
     readonly_fields = ["status", "path", "row_count", "error", "finished_at"]
+
+    def has_add_permission(self, request):
+        # A row made here would bypass preference_export_create and never be queued; exports
+        # start from the campaign list's action.
+        return False

@@ -1,25 +1,33 @@
-"""Keep the role groups and their Django-admin permissions in place (run after migrate)."""
+"""Keep the role groups and their Django-admin permissions in place (run after migrate).
+
+No role holds a permission on auth.group, auth.permission or authtoken: whoever can edit a
+group, a permission or a token can make themselves anything. Admins add and change users, and
+``annotation/admin_accounts.py`` narrows that to the accounts and roles that
+``annotation.services.accounts`` lets them manage.
+"""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission
 
-# codename prefixes per model; judgments are view-only for everyone (append-only).
+# codename prefixes per model. Judgments are append-only and assignments carry claim state that
+# only the assignment services keep consistent, so both are view-only for everyone; annotator
+# profiles are paused and un-paused by the quality services (which record why and since when).
 _ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "admin": {
         "annotation.campaign": ("view", "add", "change", "delete"),
         "annotation.prompt": ("view", "add", "change", "delete"),
         "annotation.response": ("view", "add", "change", "delete"),
         "annotation.comparison": ("view", "add", "change", "delete"),
-        "annotation.assignment": ("view", "change"),
+        "annotation.assignment": ("view",),
         "annotation.judgment": ("view",),
-        "annotation.annotatorprofile": ("view", "change"),
+        "annotation.annotatorprofile": ("view",),
         "annotation.preferenceexport": ("view", "add"),
         "annotation.annotatorquality": ("view",),
         "annotation.campaignquality": ("view",),
         "annotation.driftalert": ("view",),
         "annotation.snapshot": ("view", "add"),
-        "auth.user": ("view", "change"),
+        "auth.user": ("view", "add", "change"),
     },
     "researcher": {
         "annotation.campaign": ("view", "add", "change"),
