@@ -23,6 +23,7 @@ MATRIX = [
     ("get", "/", [LOGIN, "redirect:/annotate/", "redirect:/quality/", "redirect:/quality/", 403]),
     ("get", "/annotate/", [LOGIN, 200, 403, 403, 403]),
     ("get", "/annotate/{c}/", [LOGIN, 200, 403, 403, 403]),
+    ("post", "/annotate/{c}/start/", [LOGIN, "redirect:/annotate/", 403, 403, 403]),
     ("post", "/annotate/{c}/submit/", [LOGIN, 400, 403, 403, 403]),
     ("post", "/annotate/{c}/skip/", [LOGIN, 400, 403, 403, 403]),
     ("get", "/accounts/login/", [200, 200, 200, 200, 200]),
@@ -31,6 +32,10 @@ MATRIX = [
     ("get", "/admin/annotation/campaign/import/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200,
                                                    ADMIN_LOGIN]),
     ("get", "/admin/annotation/judgment/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),
+    # Accounts: admins manage annotators and researchers; groups and tokens are superuser-only.
+    ("get", "/admin/auth/user/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 403, ADMIN_LOGIN]),
+    ("get", "/admin/auth/group/", [ADMIN_LOGIN, ADMIN_LOGIN, 403, 403, ADMIN_LOGIN]),
+    ("get", "/admin/authtoken/tokenproxy/", [ADMIN_LOGIN, ADMIN_LOGIN, 403, 403, ADMIN_LOGIN]),
     ("get", "/api/schema/", [200, 200, 200, 200, 200]),
     ("get", "/api/docs/", [200, 200, 200, 200, 200]),
     ("get", "/api/campaigns/", [401, 200, 200, 200, 403]),

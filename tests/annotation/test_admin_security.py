@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
+from django.forms import MultiWidget
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
@@ -76,7 +77,11 @@ def _form_data(client: Client, url: str) -> dict[str, Any]:
         value = form[name].value()
         if value is None or value is False:
             continue
-        data[name] = "on" if value is True else value
+        if isinstance(field.widget, MultiWidget):  # a split date and time
+            for i, part in enumerate(field.widget.decompress(value)):
+                data[f"{name}_{i}"] = "" if part is None else str(part)
+        else:
+            data[name] = "on" if value is True else value
     return data
 
 
@@ -433,3 +438,22 @@ def test_annotator_profile_is_view_only(cast, admin_client):
         == 403
     profile.refresh_from_db()
     assert profile.user_id == cast["annotator"].pk and profile.status == "active"
+
+
+# --- superusers keep full power ------------------------------------------------------------
+
+
+def test_superuser_still_edits_any_account_with_the_full_form(people):
+    client = Client()
+    client.force_login(people["root"])
+    admin2 = people["admin2"]
+    url = f"{USERS}{admin2.pk}/change/"
+    body = {**_form_data(client, url), "is_superuser": "on"}
+    assert client.post(url, body).status_code == 302
+    assert User.objects.get(pk=admin2.pk).is_superuser
+
+    resp = client.post(f"{USERS}{admin2.pk}/password/",
+                       {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD,
+                        "usable_password": "true"})
+    assert resp.status_code == 302
+    assert User.objects.get(pk=admin2.pk).check_password(NEW_PASSWORD)
