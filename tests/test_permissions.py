@@ -23,7 +23,6 @@ MATRIX = [
     ("get", "/", [LOGIN, "redirect:/annotate/", "redirect:/quality/", "redirect:/quality/", 403]),
     ("get", "/annotate/", [LOGIN, 200, 403, 403, 403]),
     ("get", "/annotate/{c}/", [LOGIN, 200, 403, 403, 403]),
-    ("post", "/annotate/{c}/start/", [LOGIN, "redirect:/annotate/", 403, 403, 403]),
     ("post", "/annotate/{c}/submit/", [LOGIN, 400, 403, 403, 403]),
     ("post", "/annotate/{c}/skip/", [LOGIN, 400, 403, 403, 403]),
     ("get", "/accounts/login/", [200, 200, 200, 200, 200]),
