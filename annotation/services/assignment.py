@@ -2,8 +2,13 @@
 
 Claims are writes. On PostgreSQL the open comparison is taken with
 ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent annotators never wait on each other and a
-comparison's live claims never exceed the campaign's overlap. SQLite ignores FOR UPDATE; there
-every transaction starts with BEGIN IMMEDIATE (settings), which serialises claims instead.
+comparison's live claims never exceed the campaign's overlap. One annotator's own claims are
+serialised by a lock on their user row, so parallel calls (two tabs, a retry) get one assignment.
+SQLite ignores FOR UPDATE; there every transaction starts with BEGIN IMMEDIATE (settings), which
+serialises claims instead.
+
+A draw runs the same statements whether it issues a calibration item or a regular one (see
+``_issue``): gold items must not be told apart by how long ``/next/`` takes.
 """
 
 from __future__ import annotations
@@ -12,27 +17,20 @@ import random
 from collections import Counter
 from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db import IntegrityError, transaction
+from django.db.models import BigIntegerField, Exists, F, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from annotation.errors import ApplicationError
+from annotation.errors import ApplicationError, ConflictError, ForbiddenError
 from annotation.models import AnnotatorProfile, Assignment, Campaign, Comparison
-from annotation.services.calibration import reshow_a_on_left
 
 _system_random = random.SystemRandom()
 # Comparisons whose claims count toward the campaign overlap (calibration items do not: every
 # annotator may see each gold item once).
 OVERLAP_KINDS = (Comparison.Kind.REGULAR, Comparison.Kind.EVAL)
-
-
-def _ensure_may_annotate(annotator: AbstractBaseUser) -> None:
-    status = (
-        AnnotatorProfile.objects.filter(user=annotator).values_list("status", flat=True).first()
-    )
-    if status == AnnotatorProfile.Status.PAUSED:
-        raise ApplicationError("Your annotation is paused; an admin has been told.")
 
 
 def assignment_reclaim_expired(*, campaign: Campaign, now: datetime | None = None,
@@ -72,47 +70,140 @@ def _release(comparison_id: int, n: int = 1) -> None:
     )
 
 
-def _claim_overlap_item(*, campaign: Campaign, annotator: AbstractBaseUser) -> Comparison | None:
+# A prime modulus for the per-draw shuffle of calibration items (see _pick_calibration).
+_SHUFFLE_MODULUS = 2_147_483_647
+
+
+def _lock_annotator(*, annotator: AbstractBaseUser) -> str | None:
+    """Lock the annotator's user row for this transaction; return their profile status.
+
+    One annotator's claims are serialised here: two tabs or a client retry would otherwise both
+    find no live assignment and both insert one, and the second insert of the same calibration
+    item breaks ``assignment_once_per_annotator`` (calibration items carry no claim counter
+    to lock). The user row always exists, the profile not necessarily (a user given the
+    annotator group by hand), so the user row is the one locked, and the pause status is read
+    in the same statement. FOR NO KEY UPDATE, not FOR UPDATE: inserts that reference the user
+    (judgments, assignments in other transactions) take KEY SHARE locks and must not wait.
+    """
+    User = get_user_model()
+    # "id" is selected so that Django emits OF auth_user (it drops OF for a table none of
+    # whose columns are selected, and PostgreSQL refuses to lock the outer join's null side).
+    rows = list(
+        User.objects.select_for_update(no_key=True, of=("self",))
+        .filter(pk=annotator.pk)
+        .values_list("id", "annotator_profile__status")
+    )
+    return rows[0][1] if rows else None
+
+
+def _live_assignment(*, campaign: Campaign, annotator: AbstractBaseUser,
+                     now: datetime) -> Assignment | None:
+    return (
+        Assignment.objects.filter(
+            annotator=annotator, campaign=campaign, status=Assignment.Status.PENDING,
+            expires_at__gt=now,
+        )
+        .order_by("issued_at")
+        .first()
+    )
+
+
+def _lock_open_regular(*, campaign: Campaign,
+                       annotator: AbstractBaseUser) -> tuple[int, int, int | None] | None:
+    """Lock the next open regular/eval comparison this annotator has not seen.
+
+    Returns (id, claimed_count, target_overlap), or None when no regular work is left for them.
+    Ordered like ``comparison_open_idx``, so PostgreSQL walks the partial index of open rows.
+    """
     seen = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
-    comparison = (
+    return (
         Comparison.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(campaign=campaign, kind__in=OVERLAP_KINDS, is_full=False)
         .filter(~Exists(seen))
         .order_by("-priority", "id")
-        .only("id", "claimed_count", "target_overlap", "calibration_type")
+        .values_list("id", "claimed_count", "target_overlap")
         .first()
     )
-    if comparison is None:
-        return None
-    claimed = comparison.claimed_count + 1
-    wanted = comparison.target_overlap or campaign.overlap
-    Comparison.objects.filter(pk=comparison.pk).update(
-        claimed_count=claimed, is_full=claimed >= wanted
-    )
-    return comparison
 
 
-def _claim_calibration_item(*, campaign: Campaign, annotator: AbstractBaseUser,
-                            rng: random.Random) -> Comparison | None:
+def _pick_calibration(*, campaign: Campaign, annotator: AbstractBaseUser,
+                      rng: random.Random) -> tuple[int, str, bool | None] | None:
+    """Pick the calibration item this annotator would get: (id, calibration type, re-show side).
+
+    Items made for this annotator (swapped re-shows, transitivity closers) come first: they
+    exist only because this annotator answered their sources. Otherwise an unseen shared item
+    in a random order drawn per call: ids are shuffled by an affine map modulo a prime with
+    random coefficients, so annotators do not meet gold items in one shared sequence, and no
+    candidate ids leave the database. The third value is the screen side the re-show's source
+    was shown with (None when the item is not a re-show or the source assignment is gone):
+    annotated here so that a re-show costs no extra query.
+    """
     seen = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
-    calibration = Comparison.objects.filter(
-        campaign=campaign, kind=Comparison.Kind.CALIBRATION
-    ).filter(~Exists(seen))
-    # Items made for this annotator (swapped re-shows, transitivity closers) go first: they
-    # exist only because this annotator answered their sources.
-    mine = calibration.filter(for_annotator=annotator).only(
-        "id", "calibration_type", "source_comparison_id"
-    ).first()
-    if mine is not None:
-        return mine
-    candidates = list(
-        calibration.filter(for_annotator__isnull=True).order_by("id")
-        .values_list("id", flat=True)[:500]
+    source_side = Assignment.objects.filter(
+        comparison_id=OuterRef("source_comparison_id"), annotator=annotator
+    ).values("a_on_left")[:1]
+    mult = rng.randrange(1, _SHUFFLE_MODULUS)
+    offset = rng.randrange(_SHUFFLE_MODULUS)
+    # BIGINT arithmetic: id * mult stays below 2**63 for any id below 2**32.
+    shuffle = (Cast("id", BigIntegerField()) * Value(mult, BigIntegerField())
+               + Value(offset, BigIntegerField())) % Value(_SHUFFLE_MODULUS, BigIntegerField())
+    return (
+        Comparison.objects.filter(campaign=campaign, kind=Comparison.Kind.CALIBRATION)
+        .filter(Q(for_annotator=annotator) | Q(for_annotator__isnull=True))
+        .filter(~Exists(seen))
+        .annotate(source_a_on_left=Subquery(source_side), shuffle=shuffle)
+        .order_by(F("for_annotator_id").asc(nulls_last=True), "shuffle")
+        .values_list("id", "calibration_type", "source_a_on_left")
+        .first()
     )
-    if not candidates:
-        return None
-    # Random order, so annotators do not meet the gold items in one shared sequence.
-    return Comparison(pk=rng.choice(candidates))
+
+
+def _issue(*, campaign: Campaign, annotator: AbstractBaseUser, now: datetime,
+           rng: random.Random) -> Assignment | None:
+    with transaction.atomic():
+        if _lock_annotator(annotator=annotator) == AnnotatorProfile.Status.PAUSED:
+            raise ForbiddenError("Your annotation is paused; an admin has been told.")
+        # Re-checked under the lock: a parallel call of this annotator that held the lock
+        # first has committed its assignment by now, and this call returns the same one.
+        live = _live_assignment(campaign=campaign, annotator=annotator, now=now)
+        if live is not None:
+            return live
+        # Every draw runs the same four statements, whatever it turns out to be, so neither
+        # the number of queries nor their cost tells a calibration item from a regular one:
+        # (a) lock the next regular row, (b) pick a calibration item, (c) update the regular
+        # row's claimed_count by 1 or 0, (d) insert the assignment.
+        draw_calibration = (campaign.calibration_rate > 0
+                            and rng.random() < campaign.calibration_rate)
+        regular = _lock_open_regular(campaign=campaign, annotator=annotator)
+        if regular is None:
+            # No calibration item is issued alone: a stream of only gold would give it away.
+            return None
+        calibration = _pick_calibration(campaign=campaign, annotator=annotator, rng=rng)
+        regular_id, claimed, target_overlap = regular
+        a_on_left = rng.random() < 0.5
+        if draw_calibration and calibration is not None:
+            comparison_id, calibration_type, source_side = calibration
+            if calibration_type == Comparison.CalibrationType.SWAPPED_RESHOW \
+                    and source_side is not None:
+                # Re-show A is the original B: the original's A side, shown left then, is shown
+                # right now (and vice versa), so the two screens mirror each other.
+                a_on_left = source_side
+            delta = 0
+        else:
+            comparison_id, delta = regular_id, 1
+        claimed += delta
+        # With delta 0 this rewrites the row unchanged: the same statement at the same cost.
+        Comparison.objects.filter(pk=regular_id).update(
+            claimed_count=claimed, is_full=claimed >= (target_overlap or campaign.overlap)
+        )
+        return Assignment.objects.create(
+            campaign=campaign,
+            comparison_id=comparison_id,
+            annotator=annotator,
+            a_on_left=a_on_left,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=campaign.assignment_ttl_seconds),
+        )
 
 
 def assignment_issue_next(
@@ -121,64 +212,29 @@ def assignment_issue_next(
 ) -> Assignment | None:
     """Give the annotator their next comparison, or None when no work is left for them.
 
-    A live (pending, unexpired) assignment is returned again, so a reload shows the same item.
-    Calibration items are drawn with probability ``campaign.calibration_rate`` (falling back to
-    regular work when none is left). When regular work runs out, no calibration item is issued
-    alone: a stream of only gold items would give them away. Raises ApplicationError when the
-    annotator is paused or the campaign is closed.
+    A live (pending, unexpired) assignment is returned again, so a reload, a second tab or a
+    retried request shows the same item; one annotator's parallel calls are serialised and all
+    get that one assignment. Calibration items are drawn with probability
+    ``campaign.calibration_rate`` (falling back to regular work when none is left for this
+    annotator); when regular work runs out, no calibration item is issued alone. Every draw
+    runs the same statements at the same cost, so timing does not tell gold items apart.
+    Raises ConflictError when the campaign is closed and ForbiddenError when the annotator is
+    paused.
     """
     now = now or timezone.now()
     rng = rng or _system_random
     if not campaign.is_active:
-        raise ApplicationError("This campaign is closed.")
-    _ensure_may_annotate(annotator)
-    live = (
-        Assignment.objects.filter(
-            annotator=annotator, campaign=campaign, status=Assignment.Status.PENDING,
-            expires_at__gt=now,
-        )
-        .order_by("issued_at")
-        .first()
-    )
-    if live is not None:
-        return live
+        raise ConflictError("This campaign is closed.")
     assignment_reclaim_expired(campaign=campaign, now=now)
-    with transaction.atomic():
-        comparison = None
-        if campaign.calibration_rate > 0 and rng.random() < campaign.calibration_rate:
-            if _has_open_regular_work(campaign=campaign, annotator=annotator):
-                comparison = _claim_calibration_item(
-                    campaign=campaign, annotator=annotator, rng=rng
-                )
-        if comparison is None:
-            comparison = _claim_overlap_item(campaign=campaign, annotator=annotator)
-        if comparison is None:
-            return None
-        a_on_left = None
-        if comparison.calibration_type == Comparison.CalibrationType.SWAPPED_RESHOW:
-            a_on_left = reshow_a_on_left(comparison=comparison, annotator_id=annotator.pk)
-        return Assignment.objects.create(
-            campaign=campaign,
-            comparison_id=comparison.pk,
-            annotator=annotator,
-            a_on_left=rng.random() < 0.5 if a_on_left is None else a_on_left,
-            issued_at=now,
-            expires_at=now + timedelta(seconds=campaign.assignment_ttl_seconds),
-        )
-
-
-def _has_open_regular_work(*, campaign: Campaign, annotator: AbstractBaseUser) -> bool:
-    seen = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
-    # Ordered like the claim, so PostgreSQL walks comparison_claim_idx; a bare EXISTS may be
-    # planned as a sequential scan of every comparison (a new campaign's rows sit at the end).
-    return (
-        Comparison.objects.filter(campaign=campaign, kind__in=OVERLAP_KINDS, is_full=False)
-        .filter(~Exists(seen))
-        .order_by("-priority", "id")
-        .values_list("id", flat=True)
-        .first()
-        is not None
-    )
+    try:
+        return _issue(campaign=campaign, annotator=annotator, now=now, rng=rng)
+    except IntegrityError:
+        # Backstop: the annotator lock makes a second claim of one item impossible here, but a
+        # conflicting insert must still never surface as a 500. Whatever committed wins.
+        live = _live_assignment(campaign=campaign, annotator=annotator, now=now)
+        if live is not None:
+            return live
+        raise ConflictError("Your next comparison could not be issued; try again.") from None
 
 
 @transaction.atomic

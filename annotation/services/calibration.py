@@ -12,7 +12,7 @@ from django.db.models import Q
 
 from annotation.calibration import TransformError, degrade
 from annotation.errors import ApplicationError
-from annotation.models import Assignment, Choice, Comparison, Judgment, Response
+from annotation.models import Choice, Comparison, Judgment, Response
 
 _system_random = random.SystemRandom()
 
@@ -57,9 +57,10 @@ def calibration_degraded_create(
 def calibration_reshow_create(*, judgment: Judgment) -> Comparison | None:
     """Schedule a swapped re-show of a decisive judgment for its author; None if not apt.
 
-    The re-show exchanges canonical A and B and is issued to the author alone; the screen side
-    is swapped too (see ``assignment_issue_next``), so a self-consistent annotator answers the
-    mirrored choice and a position-biased one does not.
+    The re-show exchanges canonical A and B and is issued to the author alone with the
+    original's ``a_on_left`` (``assignment_issue_next`` copies it), so each text lands on the
+    other side of the screen: a self-consistent annotator answers the mirrored choice and a
+    position-biased one does not. The pair itself repeats one seen before; that is inherent.
     """
     if judgment.choice not in (Choice.A, Choice.B):
         return None
@@ -135,17 +136,3 @@ def calibration_transitivity_closer_create(*, judgment: Judgment) -> Comparison 
             source_comparison_2=other.comparison,
         )
     return None
-
-
-def reshow_a_on_left(*, comparison: Comparison, annotator_id: int) -> bool | None:
-    """The screen side for a swapped re-show: the original's left text goes to the right."""
-    if comparison.calibration_type != Comparison.CalibrationType.SWAPPED_RESHOW:
-        return None
-    original = (
-        Assignment.objects.filter(comparison_id=comparison.source_comparison_id,
-                                  annotator_id=annotator_id)
-        .values_list("a_on_left", flat=True)
-        .first()
-    )
-    # Re-show A is the original B: showing it left puts the original A (left before) right.
-    return original

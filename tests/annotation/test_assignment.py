@@ -9,7 +9,9 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from annotation.errors import ApplicationError
 from annotation.models import AnnotatorProfile, Assignment, Comparison
@@ -178,3 +180,93 @@ def test_32_parallel_clients_never_exceed_overlap_or_repeat_a_comparison():
         )
     )
     assert db_counts == per_comparison
+
+
+def _in_parallel_rounds(n_threads: int, rounds: int, call, after_round) -> list[BaseException]:
+    """Run ``call(thread_index, round)`` on n threads at once, ``rounds`` times; each thread has
+    its own DB connection. ``after_round(results)`` runs between rounds, on the main thread."""
+    errors: list[BaseException] = []
+    results: list = [None] * n_threads
+    start = threading.Barrier(n_threads + 1)
+    done = threading.Barrier(n_threads + 1)
+
+    def worker(index: int) -> None:
+        try:
+            for r in range(rounds):
+                start.wait(timeout=60)
+                try:
+                    results[index] = call(index, r)
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+                    results[index] = None
+                done.wait(timeout=60)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(rounds):
+            start.wait(timeout=60)
+            done.wait(timeout=60)
+            if errors:
+                break
+            after_round(list(results))
+    finally:
+        start.abort()
+        done.abort()
+        for t in threads:
+            t.join(timeout=60)
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_16_parallel_next_calls_of_one_annotator_all_get_the_one_live_assignment():
+    """Two tabs or a retry: one annotator's parallel claims never raise and share one item,
+    whether the draw is a calibration item (no claim counter to lock) or a regular one."""
+    campaign = CampaignFactory(overlap=3, calibration_rate=0.5, reshow_rate=0.5)
+    ComparisonFactory.create_batch(40, campaign=campaign)
+    CalibrationFactory.create_batch(40, campaign=campaign)
+    (user,) = make_users(1)
+    kinds: Counter = Counter()
+
+    def call(index: int, r: int):
+        return assignment_issue_next(campaign=campaign, annotator=user,
+                                     rng=random.Random(r * 100 + index))
+
+    def after_round(results) -> None:
+        assert all(a is not None for a in results)
+        assert len({a.pk for a in results}) == 1, "parallel calls got different items"
+        live = Assignment.objects.filter(annotator=user, status=Assignment.Status.PENDING)
+        assert live.count() == 1
+        kinds[results[0].comparison.kind] += 1
+        _answer(results[0], user)
+
+    errors = _in_parallel_rounds(16, 24, call, after_round)
+    assert not errors, errors[:3]
+    assert kinds["calibration"] >= 3 and kinds["regular"] >= 3, kinds
+
+
+@pytest.mark.django_db(transaction=True)
+def test_16_parallel_next_requests_of_one_annotator_answer_200_with_one_item():
+    """The same race through POST /api/campaigns/<id>/next/: 200 with one token, never a 500."""
+    campaign = CampaignFactory(overlap=3, calibration_rate=0.5)
+    ComparisonFactory.create_batch(30, campaign=campaign)
+    CalibrationFactory.create_batch(30, campaign=campaign)
+    (user,) = make_users(1)
+    auth = f"Token {Token.objects.create(user=user).key}"
+    url = f"/api/campaigns/{campaign.pk}/next/"
+
+    def call(index: int, r: int):
+        response = Client(HTTP_AUTHORIZATION=auth).post(url)
+        return response.status_code, response.json().get("token")
+
+    def after_round(results) -> None:
+        assert {status for status, _ in results} == {200}, results
+        tokens = {token for _, token in results}
+        assert len(tokens) == 1, tokens
+        _answer(Assignment.objects.get(token=tokens.pop()), user)
+
+    errors = _in_parallel_rounds(16, 12, call, after_round)
+    assert not errors, errors[:3]
