@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "annotation",
     "training",
     "evaluation",
@@ -43,6 +44,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -51,6 +54,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during authenticate() into the
+    # lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -97,6 +103,97 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Login throttling (django-axes) ---------------------------------------------------------
+# Failed logins are counted per username *and* client IP, in the database (shared by every
+# gunicorn worker): a guesser is stopped on that account from that address, while the same
+# person on another network, or another user behind the same NAT, can still log in. The site
+# login and the admin login both authenticate through AxesStandaloneBackend, listed first.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("GAPLAB_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("GAPLAB_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# 429 with Retry-After and templates/registration/locked_out.html.
+AXES_LOCKOUT_CALLABLE = "annotation.views.login_locked_out"
+# Behind a reverse proxy, the client address is the N-th from the right of X-Forwarded-For;
+# without one (the default) only REMOTE_ADDR counts, since a client can forge the header.
+GAPLAB_PROXY_COUNT = envint("GAPLAB_PROXY_COUNT", 0)
+if GAPLAB_PROXY_COUNT:
+    AXES_IPWARE_PROXY_COUNT = GAPLAB_PROXY_COUNT
+    AXES_IPWARE_PROXY_ORDER = "right-most"
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
+# --- HTTPS (production switch) --------------------------------------------------------------
+# GAPLAB_HTTPS=1 when the site is served over TLS: redirect http to https, send HSTS and keep
+# the session and CSRF cookies off plain http. With DEBUG=0, SECRET_KEY and ALLOWED_HOSTS set,
+# `manage.py check --deploy` is then clean. Off by default: the embedded demo is plain http.
+GAPLAB_HTTPS = envbool("GAPLAB_HTTPS", False)
+if GAPLAB_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    # One year by default; start lower (e.g. 300) when first enabling, since browsers remember.
+    SECURE_HSTS_SECONDS = envint("GAPLAB_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Only behind a proxy that sets X-Forwarded-Proto itself and strips the client's: otherwise
+    # a client could claim https.
+    if envbool("GAPLAB_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Content-Security-Policy and Permissions-Policy -----------------------------------------
+# Scripts and styles come only from this origin: no inline script or style, no CDN (htmx and
+# Chart.js are vendored under static/). htmx's own indicator <style> is turned off in base.html
+# (htmx-config) and its rules live in static/css/gaplab.css. The Swagger page loads its init
+# script from a URL (SpectacularSwaggerSplitView, config/urls.py). data: images: Swagger UI's
+# and the admin's CSS icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
+# Powerful browser features no Gaplab page uses, denied to the page and to anything it embeds.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer", "autoplay", "browsing-topics", "camera", "display-capture",
+        "encrypted-media", "geolocation", "gyroscope", "hid", "magnetometer", "microphone",
+        "midi", "payment", "publickey-credentials-get", "screen-wake-lock", "serial", "usb",
+        "xr-spatial-tracking",
+    )
+}
+
+# --- Cache ----------------------------------------------------------------------------------
+# API throttles count requests in the default cache, so production must share one cache across
+# gunicorn workers and hosts: GAPLAB_CACHE_URL=redis://host:6379/1 (Django's RedisCache).
+# Without it a per-process LocMem cache serves the embedded demo: each worker then counts
+# alone, so the effective limits are the rates below times the number of worker processes.
+GAPLAB_CACHE_URL = envstr("GAPLAB_CACHE_URL")
+if GAPLAB_CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": GAPLAB_CACHE_URL,
+            "KEY_PREFIX": envstr("GAPLAB_CACHE_KEY_PREFIX", "gaplab"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -128,6 +225,26 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "annotation.schema.GaplabAutoSchema",
     "EXCEPTION_HANDLER": "annotation.apis_errors.exception_handler",
+    # Rates are "N/second|minute|hour|day"; "off" disables one (e.g. for a capacity benchmark).
+    # A throttled request gets 429 with Retry-After. Scoped rates apply to views that name a
+    # throttle_scope.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        # Per client IP, unauthenticated (the schema and docs; other endpoints answer 401 first).
+        "anon": envrate("GAPLAB_THROTTLE_ANON", "120/minute"),
+        # Per user. A person rating at full speed makes about 2 requests (submit, next) every
+        # few seconds; 600/minute leaves 20x headroom for scripts and retries, and 200 such
+        # users stay far below what one gunicorn serves.
+        "user": envrate("GAPLAB_THROTTLE_USER", "600/minute"),
+        # Per user: uploads parse whole files (up to GAPLAB_IMPORT_MAX_BYTES) in the request.
+        "import": envrate("GAPLAB_THROTTLE_IMPORT", "30/hour"),
+        # Per user: each export writes a file to GAPLAB_EXPORT_DIR.
+        "export": envrate("GAPLAB_THROTTLE_EXPORT", "30/hour"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gaplab API",

@@ -23,6 +23,7 @@ MATRIX = [
     ("get", "/", [LOGIN, "redirect:/annotate/", "redirect:/quality/", "redirect:/quality/", 403]),
     ("get", "/annotate/", [LOGIN, 200, 403, 403, 403]),
     ("get", "/annotate/{c}/", [LOGIN, 200, 403, 403, 403]),
+    ("post", "/annotate/{c}/start/", [LOGIN, "redirect:/annotate/", 403, 403, 403]),
     ("post", "/annotate/{c}/submit/", [LOGIN, 400, 403, 403, 403]),
     ("post", "/annotate/{c}/skip/", [LOGIN, 400, 403, 403, 403]),
     ("get", "/accounts/login/", [200, 200, 200, 200, 200]),
@@ -138,10 +139,10 @@ def test_annotator_sees_only_their_own_work(cast, world, client_for):
     resp = intruder.post("/api/judgments/", data=json.dumps({
         "token": mine["token"], "choice": "tie", "idempotency_key": "steal",
         "seconds_spent": 1}), content_type="application/json")
-    assert resp.status_code == 400 and "not yours" in resp.json()["detail"]
+    assert resp.status_code == 404 and "not yours" in resp.json()["detail"]
     resp = intruder.post("/api/assignments/skip/", data=json.dumps(
         {"token": mine["token"], "reason": "x"}), content_type="application/json")
-    assert resp.status_code == 400
+    assert resp.status_code == 404
 
 
 @pytest.mark.django_db
