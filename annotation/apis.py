@@ -169,6 +169,7 @@ class ComparisonImportApi(APIView):
 
     permission_classes = [IsAdminOrResearcher]
     parser_classes = [MultiPartParser]
+    throttle_scope = "import"  # settings: GAPLAB_THROTTLE_IMPORT, per user
 
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField()

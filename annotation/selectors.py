@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from annotation.aggregation import majority_vote
 from annotation.models import Assignment, Campaign, Comparison, Judgment
@@ -81,6 +83,25 @@ def assignment_get_for_annotator(*, token: str, annotator: AbstractBaseUser) -> 
     return (
         Assignment.objects.select_related("campaign")
         .filter(token=token, annotator=annotator)
+        .first()
+    )
+
+
+def assignment_live_for_annotator(
+    *, campaign: Campaign, annotator: AbstractBaseUser, now: datetime | None = None,
+) -> Assignment | None:
+    """Return the annotator's live (pending, unexpired) assignment in the campaign, or None.
+
+    Read-only: unlike ``assignment_issue_next`` it never claims, so a GET can show the item an
+    annotator holds without changing state. The oldest live one, as the claim path returns.
+    """
+    now = now or timezone.now()
+    return (
+        Assignment.objects.filter(
+            annotator=annotator, campaign=campaign, status=Assignment.Status.PENDING,
+            expires_at__gt=now,
+        )
+        .order_by("issued_at")
         .first()
     )
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("annotate/", views.annotate_index, name="annotate-index"),
     path("annotate/<int:campaign_id>/", views.annotate, name="annotate"),
+    path("annotate/<int:campaign_id>/start/", views.annotate_start, name="annotate-start"),
     path("annotate/<int:campaign_id>/submit/", views.annotate_submit, name="annotate-submit"),
     path("annotate/<int:campaign_id>/skip/", views.annotate_skip, name="annotate-skip"),
 ]

@@ -1,11 +1,15 @@
-"""Annotator pages: htmx function views. One service call each; rendering only."""
+"""Annotator pages: htmx function views. One service call each; rendering only.
+
+GET never changes state: the annotate page shows the item the annotator already holds, or a
+Start button whose POST claims one. The submit and skip POSTs answer with the next item.
+"""
 
 from __future__ import annotations
 
+from axes.helpers import get_client_username, get_cool_off, get_failure_limit
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import selectors
@@ -17,8 +21,7 @@ from annotation.services import (
     Role,
     assignment_issue_next,
     assignment_skip,
-    choice_from_screen,
-    judgment_submit,
+    judgment_submit_from_screen,
     user_roles,
 )
 
@@ -43,17 +46,30 @@ def annotate_index(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/index.html", {"campaigns": campaigns})
 
 
-def _panel_context(request: HttpRequest, campaign: Campaign, *, error: str = "",
-                   form: JudgmentForm | None = None) -> dict:
-    assignment = None
+def _claim_next(request: HttpRequest, campaign: Campaign) -> tuple[Assignment | None, str]:
+    """Claim the annotator's next item (or get the live one back); POST paths only."""
     try:
-        assignment = assignment_issue_next(campaign=campaign, annotator=request.user)
+        return assignment_issue_next(campaign=campaign, annotator=request.user), ""
     except ApplicationError as exc:
-        error = error or exc.message
+        return None, exc.message
+
+
+def _panel_context(request: HttpRequest, campaign: Campaign, *, error: str = "",
+                   form: JudgmentForm | None = None, claim: bool = True) -> dict:
+    """The panel's context; ``claim`` issues the next item (POST), else only reads (GET)."""
+    if claim:
+        assignment, claim_error = _claim_next(request, campaign)
+        error = error or claim_error
+    else:
+        assignment = selectors.assignment_live_for_annotator(
+            campaign=campaign, annotator=request.user
+        )
     view = selectors.comparison_for_annotator(assignment=assignment) if assignment else None
     return {
         "campaign": campaign,
         "item": view,
+        # Without a live item, a GET offers the Start button; after a claim, "no work left".
+        "started": claim,
         "error": error,
         "form_errors": form.errors if form is not None else None,
         "progress": selectors.annotator_progress(campaign=campaign, annotator=request.user),
@@ -71,8 +87,24 @@ def _render_panel(request: HttpRequest, context: dict, *, status: int = 200) -> 
 @require_GET
 @role_required(Role.ANNOTATOR)
 def annotate(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """Show the item the annotator holds in this campaign, else a Start button; claims nothing."""
     campaign = get_object_or_404(Campaign, pk=campaign_id, is_active=True)
-    return _render_panel(request, _panel_context(request, campaign))
+    return _render_panel(request, _panel_context(request, campaign, claim=False))
+
+
+@require_POST
+@role_required(Role.ANNOTATOR)
+def annotate_start(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """Claim the next item (the live one if the annotator holds one) and show it.
+
+    A plain form post is answered with a redirect to the page (post/redirect/get) when an item
+    was issued, and with the page itself when none was (no work left, paused, closed).
+    """
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    context = _panel_context(request, campaign)
+    if not request.htmx and context["item"] is not None:
+        return redirect("annotate", campaign_id=campaign.pk)
+    return _render_panel(request, context)
 
 
 def _own_assignment(request: HttpRequest, token) -> Assignment:
@@ -91,24 +123,18 @@ def annotate_submit(request: HttpRequest, campaign_id: int) -> HttpResponse:
         return _render_panel(request, _panel_context(request, campaign, form=form), status=400)
     data = form.cleaned_data
     try:
-        assignment = _own_assignment(request, data["token"])
-        seconds = data["seconds_spent"]
-        if seconds is None:
-            seconds = (timezone.now() - assignment.issued_at).total_seconds()
-        judgment_submit(
-            assignment=assignment, annotator=request.user,
-            choice=choice_from_screen(data["choice"], a_on_left=assignment.a_on_left),
+        judgment_submit_from_screen(
+            token=data["token"], annotator=request.user, choice=data["choice"],
             strength=data["strength"], idempotency_key=data["idempotency_key"],
-            seconds_spent=seconds, rationale=data["rationale"],
-            criteria_choices={
-                name: choice_from_screen(value, a_on_left=assignment.a_on_left)
-                for name, value in form.criteria_screen_choices().items()
-            },
+            seconds_spent=data["seconds_spent"], rationale=data["rationale"],
+            criteria=form.criteria_screen_choices(),
         )
     except ApplicationError as exc:
         return _render_panel(request, _panel_context(request, campaign, error=exc.message),
                              status=400)
     if not request.htmx:
+        # Claim here, in the POST, so the page the redirect leads to shows the next item.
+        _claim_next(request, campaign)
         return redirect("annotate", campaign_id=campaign.pk)
     return _render_panel(request, _panel_context(request, campaign))
 
@@ -129,6 +155,27 @@ def annotate_skip(request: HttpRequest, campaign_id: int) -> HttpResponse:
         except ApplicationError as exc:
             error = exc.message
     if not request.htmx and not error:
+        _claim_next(request, campaign)  # as after a submit: the redirect shows the next item
         return redirect("annotate", campaign_id=campaign.pk)
     return _render_panel(request, _panel_context(request, campaign, error=error),
                          status=400 if error else 200)
+
+
+def login_locked_out(request: HttpRequest, original_response: HttpResponse | None = None,
+                     credentials: dict | None = None) -> HttpResponse:
+    """Answer a login refused by django-axes (settings.AXES_LOCKOUT_CALLABLE).
+
+    429 with the lockout page and Retry-After: the cool-off restarts at every attempt made
+    during a lockout, so the whole cool-off is how long the client must wait from now.
+    """
+    cool_off = get_cool_off(request)
+    seconds = int(cool_off.total_seconds()) if cool_off else 0
+    context = {
+        "cooloff_minutes": max(1, round(seconds / 60)) if seconds else None,
+        "failure_limit": get_failure_limit(request, credentials),
+        "username": get_client_username(request, credentials) or "",
+    }
+    response = render(request, "registration/locked_out.html", context, status=429)
+    if seconds:
+        response["Retry-After"] = str(seconds)
+    return response

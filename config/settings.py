@@ -6,11 +6,19 @@ Production sets ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis) 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 
 from config.env import envbool, envint, envstr
+
+
+def envrate(name: str, default: str) -> str | None:
+    """A DRF throttle rate from the environment; "off" (or empty) disables that throttle."""
+    value = envstr(name, default).strip()
+    return None if value.lower() in {"", "off", "none", "0"} else value
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("GAPLAB_DATA_DIR", str(BASE_DIR / "var"))).resolve()

@@ -37,7 +37,15 @@
       event.preventDefault();
       return;
     }
-    if (!form) return;
+    if (!form) {
+      // No item held yet: Enter presses Start (it claims the next item; GET never does).
+      const start = document.getElementById("start-form");
+      if (start && event.key === "Enter" &&
+          !(event.target.closest && event.target.closest("button, a, summary"))) {
+        submit(start); event.preventDefault();
+      }
+      return;
+    }
     if (event.key in CHOICE_KEYS) { pick(form, "choice", CHOICE_KEYS[event.key]); event.preventDefault(); }
     else if (event.key in STRENGTH_KEYS) { pick(form, "strength", STRENGTH_KEYS[event.key]); event.preventDefault(); }
     else if (event.key === "r") { form.querySelector("textarea[name=rationale]").focus(); event.preventDefault(); }

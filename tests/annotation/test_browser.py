@@ -1,4 +1,6 @@
-"""The annotator page in a real browser: keyboard-only rating, htmx swaps, layout.
+"""The annotator page in a real browser: keyboard-only rating, htmx swaps, layout; and every
+kind of page (annotator, quality chart, admin, API docs) working under the site's
+Content-Security-Policy with no violation.
 
 Drives Debian's chromium through Playwright against pytest-django's live_server (a
 transactional database: the server thread sees what the test commits).
@@ -127,6 +129,12 @@ def test_keyboard_only_rating_records_what_was_on_screen(live_server):
         page.goto(f"{base}/annotate/")
         page.get_by_role("link", name="Browser campaign").click()
         page.wait_for_url(f"**/annotate/{campaign.pk}/")
+        # Opening the page claims nothing; Enter presses Start, whose POST claims the first item.
+        page.locator("#start-form button[type=submit]").wait_for()
+        assert page.locator(TOKEN).count() == 0
+        with page.expect_response(lambda r: r.url.endswith("/start/")) as info:
+            page.keyboard.press("Enter")
+        assert info.value.status == 200 and info.value.request.method == "POST"
         page.locator(TOKEN).wait_for(state="attached")
 
         # The shortcuts are shown: next to each control, and in the instructions list ("?").
@@ -250,3 +258,104 @@ def test_keyboard_only_rating_records_what_was_on_screen(live_server):
     assert not Judgment.objects.filter(assignment=skipped).exists()
     assert (out / "annotate.png").stat().st_size > 0
     assert (out / "annotate-narrow.png").stat().st_size > 0
+
+
+# Records every CSP violation the page reports, before any page script runs (an init script is
+# injected by the browser, so the page's own policy does not apply to it).
+CSP_RECORDER = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', e => window.__cspViolations.push(
+  e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline') + ' at ' + e.sourceFile + ':'
+  + e.lineNumber));
+"""
+
+
+def _csp_problems(page) -> list[str]:
+    return page.evaluate("window.__cspViolations || []")
+
+
+def test_pages_work_under_the_content_security_policy(live_server):
+    """The annotator page (rate one item by keyboard), a quality page with a chart, the admin and
+    the Swagger page all work with script-src and style-src 'self', and the browser reports no
+    Content Security Policy violation on any of them."""
+    require_chromium()
+    from annotation.services import Role, user_create_with_role
+
+    campaign, _ = _seed_campaign()
+    (annotator,) = make_users(1, prefix="csp-annotator")
+    admin = user_create_with_role(username="csp-admin", password=PASSWORD, role=Role.ADMIN)
+    base = live_server.url
+
+    with chromium_browser() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_init_script(CSP_RECORDER)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(
+            f"{msg.type}: {msg.text} ({msg.location.get('url')}:{msg.location.get('lineNumber')})"))
+        page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
+        violations: list[str] = []
+
+        def visit_done(name: str) -> None:
+            violations.extend(f"{name}: {v}" for v in _csp_problems(page))
+
+        # The header is on the page itself, as sent.
+        response = page.goto(f"{base}/accounts/login/")
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "frame-ancestors 'none'" in policy
+        assert "camera=()" in response.headers["permissions-policy"]
+        log_in(page, base, annotator.username, PASSWORD)
+
+        # Annotator page: Start, then rate one item by keyboard through htmx.
+        page.goto(f"{base}/annotate/{campaign.pk}/")
+        page.keyboard.press("Enter")
+        page.locator(TOKEN).wait_for(state="attached")
+        assert page.evaluate("window.htmx && htmx.config.includeIndicatorStyles") is False
+        token = page.locator(TOKEN).input_value()
+        page.keyboard.press("1")
+        page.keyboard.press("w")
+        with page.expect_response(lambda r: r.url.endswith("/submit/")) as info:
+            page.keyboard.press("Enter")
+        assert info.value.status == 200
+        _wait_for_next_item(page, token)
+        # The progress bar is a <progress> element now (a style attribute would be refused).
+        assert page.locator("progress.progress-bar").get_attribute("value") == "1"
+        visit_done("annotate")
+        page.locator("form[action='/accounts/logout/'] button").click()
+        page.wait_for_url("**/accounts/login/")
+
+        # A quality page with Chart.js charts, as an admin.
+        log_in(page, base, admin.username, PASSWORD)
+        page.goto(f"{base}/quality/campaigns/{campaign.pk}/")
+        for chart_id in ("label-mix-chart", "position-chart"):
+            page.locator(f"#{chart_id}[data-drawn=true]").wait_for()
+        # The dashboard stylesheet applied: chart boxes get their fixed height from quality.css.
+        height = page.locator(".chart-box").first.evaluate(
+            "el => getComputedStyle(el).height")
+        assert height == "260px", height
+        visit_done("quality")
+
+        # The Django admin: index, a change list and the import form.
+        page.goto(f"{base}/admin/")
+        page.get_by_role("link", name="Campaigns").first.click()
+        page.wait_for_url("**/admin/annotation/campaign/")
+        page.goto(f"{base}/admin/annotation/campaign/import/")
+        page.locator("input[type=file]").wait_for(state="attached")
+        visit_done("admin")
+
+        # Swagger UI: its init script comes from /api/docs/?script, and it renders the schema.
+        page.goto(f"{base}/api/docs/")
+        page.locator(".swagger-ui .opblock").first.wait_for()
+        assert page.locator(".swagger-ui .opblock").count() > 5
+        visit_done("api-docs")
+
+        context.close()
+
+    csp_console = [m for m in console if "Content Security Policy" in m]
+    assert not csp_console, csp_console
+    assert not violations, violations
+    errors = [m for m in console if m.startswith(("error:", "page error:"))
+              and "Failed to load resource" not in m]
+    assert not errors, errors
