@@ -1537,7 +1537,9 @@ def free_port() -> int:
 def start_gunicorn(args, url: str, port: int, log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": url, "DEBUG": "0", "SECRET_KEY": SECRET_KEY,
            "ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SETTINGS_MODULE": "config.settings",
-           "GAPLAB_LOG_LEVEL": "WARNING"}
+           "GAPLAB_LOG_LEVEL": "WARNING",
+           # Closed-loop clients on one user measure capacity, not the per-user API throttle.
+           "GAPLAB_THROTTLE_USER": "off"}
     cmd = [str(Path(PYTHON).parent / "gunicorn"), "config.wsgi:application",
            "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
            "--worker-class", args.worker_class, "--threads", str(args.threads),

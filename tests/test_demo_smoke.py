@@ -149,6 +149,10 @@ def test_make_demo_serves_records_a_judgment_and_stops_on_ctrl_c(tmp_path):
         campaign_id = int(match.group(1))
         page = http.get(f"{url}annotate/{campaign_id}/", timeout=10)
         assert page.status_code == 200
+        # GET claims nothing: the Start form's POST claims the item, then redirects to the page.
+        page = http.post(f"{url}annotate/{campaign_id}/start/", timeout=10,
+                         data={"csrfmiddlewaretoken": _csrf(page.text)})
+        assert page.status_code == 200
         token = _form_token(page.text)
         answer = http.post(
             f"{url}annotate/{campaign_id}/submit/", timeout=10, allow_redirects=False,
