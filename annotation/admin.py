@@ -8,7 +8,6 @@ User accounts are administered in ``annotation.admin_accounts``.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -30,7 +29,8 @@ from annotation.models import (
     Response,
     Snapshot,
 )
-from annotation.services import comparisons_import, preference_export_create
+from annotation.services import preference_export_create
+from annotation.services.imports import comparisons_import_file
 
 admin_accounts.register(admin.site)
 
@@ -61,16 +61,12 @@ class CampaignAdmin(admin.ModelAdmin):
         form = ImportUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                rows = importers.parse_upload(
-                    form.cleaned_data["file"], fmt=None,
-                    max_bytes=settings.GAPLAB_IMPORT_MAX_BYTES,
-                    max_rows=settings.GAPLAB_IMPORT_MAX_ROWS,
-                )
+                result = comparisons_import_file(campaign=form.cleaned_data["campaign"],
+                                                 source=form.cleaned_data["file"])
             except importers.ImportFileError as exc:
                 for error in exc.errors[: importers.MAX_ERRORS_REPORTED]:
                     form.add_error("file", error)
             else:
-                result = comparisons_import(campaign=form.cleaned_data["campaign"], rows=rows)
                 self.message_user(
                     request,
                     f"Imported {result.comparisons} comparisons ({result.calibration} "
@@ -80,7 +76,9 @@ class CampaignAdmin(admin.ModelAdmin):
                 return redirect("admin:annotation_campaign_changelist")
         context = {**self.admin_site.each_context(request), "form": form,
                    "title": "Import comparisons", "opts": self.model._meta}
-        return render(request, "admin/annotation/campaign/import.html", context)
+        # A refused upload is a client error: 400, with the form naming each line and field.
+        return render(request, "admin/annotation/campaign/import.html", context,
+                      status=400 if form.errors else 200)
 
     @admin.action(description="Export preferences (TRL JSONL)")
     def export_preferences(self, request, queryset):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -14,7 +13,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import importers, selectors
+from annotation import selectors
 from annotation.errors import ApplicationError
 from annotation.models import Campaign, PreferenceExport
 from annotation.permissions import HasAnyRole, IsAdminOrResearcher, IsAnnotator
@@ -22,10 +21,10 @@ from annotation.services import (
     assignment_issue_next,
     assignment_skip,
     choice_from_screen,
-    comparisons_import,
     judgment_submit,
     preference_export_create,
 )
+from annotation.services.imports import comparisons_import_file
 from annotation.services.judgments import SCREEN_CHOICES
 
 
@@ -186,12 +185,10 @@ class ComparisonImportApi(APIView):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        rows = importers.parse_upload(
-            upload, fmt=data.validated_data.get("format"),
-            max_bytes=settings.GAPLAB_IMPORT_MAX_BYTES, max_rows=settings.GAPLAB_IMPORT_MAX_ROWS,
+        result = comparisons_import_file(
+            campaign=campaign, source=data.validated_data["file"],
+            fmt=data.validated_data.get("format"),
         )
-        result = comparisons_import(campaign=campaign, rows=rows)
         return Response(result.__dict__, status=status.HTTP_201_CREATED)
 
 

@@ -12,6 +12,11 @@ and the field, so an import is all-or-nothing. Accepted fields per row:
   ``accepts`` (e.g. ``["A", "tie"]``; CSV ``A|tie``), which makes the comparison a known-answer
   calibration item; optional ``kind`` (regular, calibration, eval), ``category``, ``id``,
   ``source``.
+
+Hostile input is refused row by row, never by a crash: every string (keys and values, at any
+depth) is checked for NUL and lone surrogates, which PostgreSQL cannot store; JSON nesting is
+capped before parsing; a CSV line the ``csv`` module cannot read ends the parse with its line
+and column; an error message never echoes raw input or a server path.
 """
 
 from __future__ import annotations
@@ -31,16 +36,27 @@ KINDS = ("regular", "calibration", "eval")
 ROLES = ("system", "user", "assistant")
 MAX_RESPONSES = 8
 MAX_ERRORS_REPORTED = 20
+# Errors kept on an ImportFileError (and sent back by the API); the rest are counted.
+MAX_ERRORS_KEPT = 100
+# The deepest record the format needs is 3 (prompt -> turn -> content); 20 leaves room for
+# extra metadata and stays far below the interpreter's recursion limit.
+MAX_DEPTH = 20
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+# What PostgreSQL refuses in text and jsonb (NUL) or cannot encode as UTF-8 (lone surrogates,
+# which is also what bytes that are not UTF-8 become under the surrogateescape decoding below).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# JSON strings and brackets, to measure nesting without recursing (see _json_too_deep).
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 class ImportFileError(Exception):
     """The file cannot be imported; nothing was written. ``errors`` name line and field."""
 
     def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        shown = errors[:MAX_ERRORS_REPORTED]
-        more = len(errors) - len(shown)
+        # Messages end up in JSON and HTML responses; escape anything that cannot be encoded.
+        self.errors = [_escape_unstorable(e) for e in errors]
+        shown = self.errors[:MAX_ERRORS_REPORTED]
+        more = len(self.errors) - len(shown)
         text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
         super().__init__(text)
 
@@ -72,6 +88,71 @@ class _RowError(Exception):
         super().__init__(message)
         self.field_name = field_name
         self.message = message
+
+
+def _escape_unstorable(text: str) -> str:
+    return _UNSTORABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """A short, printable repr of an input value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _child(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    name = _field_name(key)
+    return f"{path}.{name}" if path else name
+
+
+def _field_name(key: Any) -> str:
+    """A key as an error names it: as written when printable, else escaped (``k\\x00``)."""
+    if isinstance(key, str) and key and key.isprintable():
+        return key if len(key) <= 40 else key[:37] + "..."
+    text = ascii(key)[1:-1] if isinstance(key, str) else _show(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _unstorable_message(text: str, at: int) -> str:
+    char = text[at]
+    if char == "\x00":
+        return f"holds a NUL character at position {at + 1}"
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        # Also what an undecodable byte becomes (surrogateescape): name both readings.
+        return (f"holds a byte that is not UTF-8 (0x{code - 0xDC00:02x}) or a lone surrogate "
+                f"(\\u{code:04x}) at position {at + 1}")
+    return f"holds a lone surrogate (\\u{code:04x}) at position {at + 1}"
+
+
+def _check_strings(record: Any) -> None:
+    """Raise _RowError naming the field path of the first unstorable string or too-deep value.
+
+    Walks keys and values of nested dicts and lists without recursion, so a hostile depth
+    costs nothing but the walk; the path reads like ``prompt[1].content``.
+    """
+    stack: list[tuple[Any, str, int]] = [(record, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            bad = _UNSTORABLE.search(value)
+            if bad:
+                raise _RowError(path or "(row)", _unstorable_message(value, bad.start()))
+        elif isinstance(value, dict | list | tuple):
+            if depth >= MAX_DEPTH:
+                raise _RowError(path or "(row)", f"is nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            children = []
+            for key, child in items:
+                if isinstance(key, str):
+                    bad = _UNSTORABLE.search(key)
+                    if bad:
+                        raise _RowError(_child(path, key),
+                                        "its name " + _unstorable_message(key, bad.start()))
+                children.append((child, _child(path, key), depth + 1))
+            stack.extend(reversed(children))
 
 
 def parse_hh_transcript(text: str) -> list[dict[str, str]]:
@@ -125,7 +206,7 @@ def _parse_turns(value: Any) -> list[dict[str, str]]:
                 raise _RowError("prompt", f"turn {i + 1} must be an object with role and content")
             role, content = turn.get("role"), turn.get("content")
             if role not in ROLES:
-                raise _RowError("prompt", f"turn {i + 1} has role {role!r}; use {ROLES}")
+                raise _RowError("prompt", f"turn {i + 1} has role {_show(role)}; use {ROLES}")
             if not isinstance(content, str) or not content.strip():
                 raise _RowError("prompt", f"turn {i + 1} has no content")
             turns.append({"role": role, "content": content})
@@ -165,10 +246,11 @@ def _optional_str(record: dict[str, Any], key: str, limit: int) -> str:
 
 def parse_record(record: Any, line: int) -> ImportRow:
     """Validate one record (a dict from any format) into an ImportRow; raise _RowError."""
-    if isinstance(record, _BadJson):
-        raise _RowError("(json)", f"invalid JSON ({record.msg})")
+    if isinstance(record, _RowError):  # the reader could not turn this line into a record
+        raise record
     if not isinstance(record, dict):
         raise _RowError("(row)", "must be a JSON object")
+    _check_strings(record)
     has_pair = "chosen" in record or "rejected" in record
     if has_pair and "responses" in record:
         raise _RowError("responses", "give either responses or chosen/rejected, not both")
@@ -201,7 +283,7 @@ def parse_record(record: Any, line: int) -> ImportRow:
     if gold in (None, ""):
         gold = None
     elif gold not in CHOICES:
-        raise _RowError("gold", f"is {gold!r}; use one of {', '.join(CHOICES)}")
+        raise _RowError("gold", f"is {_show(gold)}; use one of {', '.join(CHOICES)}")
     elif len(responses) != 2:
         raise _RowError("gold", "needs exactly two responses")
     accepts = record.get("accepts") or []
@@ -215,7 +297,7 @@ def parse_record(record: Any, line: int) -> ImportRow:
         raise _RowError("accepts", "must include the gold choice")
     kind = record.get("kind") or ("calibration" if gold else "regular")
     if kind not in KINDS:
-        raise _RowError("kind", f"is {kind!r}; use one of {', '.join(KINDS)}")
+        raise _RowError("kind", f"is {_show(kind)}; use one of {', '.join(KINDS)}")
     if kind == "calibration" and gold is None:
         raise _RowError("gold", "a calibration item needs a gold choice")
     if kind != "calibration" and gold is not None:
@@ -234,13 +316,18 @@ def _validate_all(records: Iterable[tuple[int, Any]], *, max_rows: int,
                   unit: str = "line") -> list[ImportRow]:
     rows: list[ImportRow] = []
     errors: list[str] = []
+    failed = 0
     for line, record in records:
-        if len(rows) + len(errors) >= max_rows:
+        if len(rows) + failed >= max_rows:
             raise ImportFileError([f"the file holds more than {max_rows} rows (the limit)"])
         try:
             rows.append(parse_record(record, line))
         except _RowError as exc:
-            errors.append(f"{unit} {line}, field '{exc.field_name}': {exc.message}")
+            failed += 1
+            if len(errors) < MAX_ERRORS_KEPT:
+                errors.append(f"{unit} {line}, field '{exc.field_name}': {exc.message}")
+    if failed > len(errors):
+        errors.append(f"and {failed - len(errors)} more {unit}s with errors")
     if errors:
         raise ImportFileError(errors)
     if not rows:
@@ -248,40 +335,151 @@ def _validate_all(records: Iterable[tuple[int, Any]], *, max_rows: int,
     return rows
 
 
+def _json_too_deep(line: str) -> str | None:
+    """Return the top-level key (or "(json)") under which ``line`` nests past MAX_DEPTH.
+
+    Counting brackets first keeps the common case to two C-speed scans; only a line with more
+    brackets than the cap is tokenized (strings skipped whole by the regex). Checking before
+    ``json.loads`` keeps hostile depth away from the recursion limit.
+    """
+    if line.count("[") + line.count("{") <= MAX_DEPTH:
+        return None
+    depth = 0
+    key = "(json)"
+    for match in _JSON_TOKEN.finditer(line):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return key
+        elif token in "]}":
+            depth -= 1
+        elif depth == 1 and line[match.end():].lstrip()[:1] == ":":
+            try:
+                key = json.loads(token)
+            except ValueError:
+                key = "(json)"
+            key = _field_name(key)
+    return None
+
+
 def _jsonl_records(text: str) -> Iterator[tuple[int, Any]]:
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also splits on U+2028, \x1c and friends, which
+    # JSON allows raw inside strings, and would make line numbers disagree with editors.
+    for line_no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
+            continue
+        deep_key = _json_too_deep(line)
+        if deep_key is not None:
+            yield line_no, _RowError(deep_key, f"is nested deeper than {MAX_DEPTH} levels")
             continue
         try:
             yield line_no, json.loads(line)
         except json.JSONDecodeError as exc:
-            yield line_no, _BadJson(exc.msg)
+            yield line_no, _RowError("(json)", f"invalid JSON ({exc.msg}, column {exc.colno})")
+        except RecursionError:  # backstop: _json_too_deep should have caught it
+            yield line_no, _RowError("(json)", "invalid JSON (nested too deeply)")
+        except ValueError:
+            # The one other ValueError json.loads raises: an integer longer than
+            # sys.get_int_max_str_digits() (CVE-2020-10735).
+            yield line_no, _RowError("(json)", "invalid JSON (a number has too many digits)")
 
 
-class _BadJson:
-    def __init__(self, msg: str) -> None:
-        self.msg = msg
+class _LineTap:
+    """Iterate lines for csv.reader, keeping those of the record being read."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = io.StringIO(text)
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.taken.append(line)
+        return line
+
+
+# An absolute path in a library's message (a temp file, the datasets cache): not for clients.
+_SERVER_PATH = re.compile(r"/(?:[\w.\-]+/)+[\w.\-]*")
+_CSV_FIELD = re.compile(r'"[^"]*(?:""[^"]*)*"?|[^,\r\n]*')
+
+
+def _csv_column_over_limit(raw: str, header: list[str]) -> str:
+    """Name the column of the first field in ``raw`` longer than the csv field limit."""
+    limit = csv.field_size_limit()
+    pos, column = 0, 0
+    while pos <= len(raw):
+        match = _CSV_FIELD.match(raw, pos)
+        if match is None:
+            break
+        if match.end() - match.start() > limit:
+            return _csv_column_name(header, column)
+        pos = match.end()
+        if raw[pos:pos + 1] != ",":
+            break
+        pos, column = pos + 1, column + 1
+    return "(row)"
+
+
+def _csv_column_name(header: list[str], index: int) -> str:
+    if index < len(header) and header[index]:
+        return _field_name(header[index])
+    return f"column {index + 1}"
 
 
 def _csv_records(text: str) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None:
+    """Yield (first line, record) per CSV row; a row the csv module refuses ends the file.
+
+    After a csv.Error (a field over the module's limit, say) the reader's position inside a
+    quoted field is unknown, so later "rows" would be noise: one precise error is reported.
+    """
+    tap = _LineTap(text)
+    reader = csv.reader(tap)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        yield 1, _RowError(_csv_column_over_limit("".join(tap.taken), []),
+                           f"the header cannot be read as CSV ({exc})")
         return
-    start = 2
-    for raw in reader:
+    if header is None:
+        return
+    for index, name in enumerate(header):
+        bad = _UNSTORABLE.search(name)
+        if bad:
+            yield 1, _RowError(f"header column {index + 1}", _unstorable_message(name, bad.start()))
+            return
+    start = reader.line_num + 1
+    while True:
+        tap.taken.clear()
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, _RowError(_csv_column_over_limit("".join(tap.taken), header),
+                                   f"cannot be read as CSV ({exc})")
+            return
+        line, start = start, reader.line_num + 1
+        if not values:  # a blank line, as csv.DictReader skips it
+            continue
+        raw = {_csv_column_name(header, i): value for i, value in enumerate(values)}
+        try:
+            _check_strings(raw)
+        except _RowError as exc:
+            yield line, exc
+            continue
         record: dict[str, Any] = {}
-        responses = []
-        for key in sorted(k for k in raw if k and k.startswith("response_")):
-            if raw[key]:
-                responses.append(raw[key])
+        responses = [raw[key] for key in sorted(k for k in raw if k.startswith("response_"))
+                     if raw[key]]
         if responses:
             record["responses"] = responses
         for key in ("prompt", "chosen", "rejected", "gold", "accepts", "kind", "category", "id",
                     "source"):
             if raw.get(key):
                 record[key] = raw[key]
-        yield start, record
-        start = reader.line_num + 1
+        yield line, record
 
 
 def parse_text(text: str, *, fmt: str, max_rows: int) -> list[ImportRow]:
@@ -290,13 +488,18 @@ def parse_text(text: str, *, fmt: str, max_rows: int) -> list[ImportRow]:
         return _validate_all(_jsonl_records(text), max_rows=max_rows)
     if fmt == "csv":
         return _validate_all(_csv_records(text), max_rows=max_rows)
-    raise ImportFileError([f"unknown format {fmt!r}; use jsonl, csv or dataset"])
+    raise ImportFileError([f"unknown format {_show(fmt)}; use jsonl, csv or dataset"])
 
 
-def parse_dataset(path: Path, *, max_rows: int) -> list[ImportRow]:
-    """Parse a Hugging Face dataset saved with ``save_to_disk`` (or a .parquet/.arrow file)."""
+def parse_dataset(path: Path, *, max_rows: int, name: str | None = None) -> list[ImportRow]:
+    """Parse a Hugging Face dataset saved with ``save_to_disk`` (or a .parquet/.arrow file).
+
+    ``name`` is what errors call the file (an upload's own name); the path, which may be a
+    server temp file, never appears in an error.
+    """
     import datasets  # heavy: imported only when a dataset is imported
 
+    name = name or path.name
     try:
         if path.is_dir():
             ds = datasets.load_from_disk(str(path))
@@ -311,13 +514,19 @@ def parse_dataset(path: Path, *, max_rows: int) -> list[ImportRow]:
         elif path.suffix == ".arrow":
             ds = datasets.Dataset.from_file(str(path))
         else:
-            raise ImportFileError([f"{path.name}: not a saved dataset, .parquet or .arrow file"])
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise ImportFileError([f"cannot read dataset: {exc}"]) from exc
-    if len(ds) > max_rows:
-        raise ImportFileError([f"the dataset holds more than {max_rows} rows (the limit)"])
-    return _validate_all(((i + 1, dict(r)) for i, r in enumerate(ds)), max_rows=max_rows,
-                         unit="row")
+            raise ImportFileError([f"{name}: not a saved dataset, .parquet or .arrow file"])
+        if len(ds) > max_rows:
+            raise ImportFileError([f"the dataset holds more than {max_rows} rows (the limit)"])
+        records = [(i + 1, dict(r)) for i, r in enumerate(ds)]
+    except ImportFileError:
+        raise
+    except Exception as exc:
+        # pyarrow and datasets raise a zoo of types on a hostile file (ArrowInvalid,
+        # ArrowTypeError, OSError, KeyError, ...); whatever reading the file raises is the
+        # file's fault, and must be a 400, not a 500.
+        detail = _SERVER_PATH.sub("<path>", str(exc).replace(str(path), name))
+        raise ImportFileError([f"{name}: cannot read the dataset ({detail[:300]})"]) from exc
+    return _validate_all(records, max_rows=max_rows, unit="row")
 
 
 def detect_format(name: str) -> str:
@@ -347,27 +556,31 @@ def parse_path(path: Path, *, fmt: str | None, max_bytes: int, max_rows: int) ->
 
 
 def parse_bytes(data: bytes, *, fmt: str, max_bytes: int, max_rows: int) -> list[ImportRow]:
+    """Parse JSONL or CSV bytes. Bytes that are not UTF-8 are reported per line and field.
+
+    Decoding with ``surrogateescape`` turns each bad byte into a lone surrogate, which the
+    per-string check then reports with its line and field, instead of one error for the file.
+    """
     if len(data) > max_bytes:
         raise ImportFileError([f"the upload is {len(data)} bytes; the limit is {max_bytes}"])
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError([f"the file is not UTF-8 (byte {exc.start})"]) from exc
+    text = data.decode("utf-8-sig", errors="surrogateescape")
     return parse_text(text, fmt=fmt, max_rows=max_rows)
 
 
-def parse_upload(upload, *, fmt: str | None, max_bytes: int, max_rows: int) -> list[ImportRow]:
+def parse_upload(upload: Any, *, fmt: str | None, max_bytes: int,
+                 max_rows: int) -> list[ImportRow]:
     """Parse an uploaded file (Django UploadedFile); datasets go through a temporary file."""
     if upload.size > max_bytes:
         raise ImportFileError([f"the upload is {upload.size} bytes; the limit is {max_bytes}"])
-    fmt = fmt or detect_format(upload.name)
+    name = Path(upload.name or "upload").name
+    fmt = fmt or detect_format(name)
     if fmt != "dataset":
         return parse_bytes(upload.read(), fmt=fmt, max_bytes=max_bytes, max_rows=max_rows)
     import tempfile
 
-    suffix = Path(upload.name).suffix
+    suffix = Path(name).suffix
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
         for chunk in upload.chunks():
             tmp.write(chunk)
         tmp.flush()
-        return parse_dataset(Path(tmp.name), max_rows=max_rows)
+        return parse_dataset(Path(tmp.name), max_rows=max_rows, name=name)

@@ -220,7 +220,7 @@ def test_api_import_and_admin_upload_are_all_or_nothing(client_for, cast):
     upload = SimpleUploadedFile("bad.jsonl", bad.encode())
     resp = admin.post("/admin/annotation/campaign/import/",
                       {"campaign": campaign.pk, "file": upload})
-    assert resp.status_code == 200 and "line 57, field" in resp.content.decode()
+    assert resp.status_code == 400 and "line 57, field" in resp.content.decode()
     assert campaign.comparisons.count() == 0
     good = SimpleUploadedFile("good.jsonl", _jsonl([_good(1), _good(2)]).encode())
     resp = client_for("researcher").post(f"/api/campaigns/{campaign.pk}/import/", {"file": good})

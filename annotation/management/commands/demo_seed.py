@@ -2,14 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from annotation import importers
 from annotation.models import Campaign
-from annotation.services import Role, campaign_create, comparisons_import, user_create_with_role
+from annotation.services import Role, campaign_create, user_create_with_role
+from annotation.services.imports import comparisons_import_file
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo_data" / "hh_demo.jsonl"
 DEMO_USERS = [
@@ -42,11 +41,7 @@ class Command(BaseCommand):
                     name="hh-demo", title="HH demo: helpful and harmless",
                     instructions=INSTRUCTIONS, overlap=2, calibration_rate=0.1,
                 )
-                rows = importers.parse_path(
-                    DEMO_FILE, fmt="jsonl", max_bytes=settings.GAPLAB_IMPORT_MAX_BYTES,
-                    max_rows=settings.GAPLAB_IMPORT_MAX_ROWS,
-                )
-                comparisons_import(campaign=campaign, rows=rows)
+                comparisons_import_file(campaign=campaign, source=DEMO_FILE, fmt="jsonl")
         self.stdout.write(f"Demo accounts (password for all: {DEMO_PASSWORD}):")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<12} {role.value}")

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
-from annotation import importers
+from annotation.importers import ImportFileError
 from annotation.models import Campaign
-from annotation.services import campaign_create, comparisons_import
+from annotation.services import campaign_create
+from annotation.services.imports import comparisons_import_file
 
 
 class Command(BaseCommand):
@@ -26,14 +27,13 @@ class Command(BaseCommand):
         if target is None and not create:
             raise CommandError(f"No campaign named {campaign!r} (use --create to make it).")
         try:
-            rows = importers.parse_path(path, fmt=format,
-                                        max_bytes=settings.GAPLAB_IMPORT_MAX_BYTES,
-                                        max_rows=settings.GAPLAB_IMPORT_MAX_ROWS)
-        except importers.ImportFileError as exc:
+            # One transaction: a campaign made by --create goes away with a refused file.
+            with transaction.atomic():
+                if target is None:
+                    target = campaign_create(name=campaign)
+                result = comparisons_import_file(campaign=target, source=path, fmt=format)
+        except ImportFileError as exc:
             raise CommandError(f"Nothing imported: {exc}") from exc
-        if target is None:
-            target = campaign_create(name=campaign)
-        result = comparisons_import(campaign=target, rows=rows)
         self.stdout.write(
             f"Imported {result.comparisons} comparisons ({result.calibration} calibration) "
             f"from {result.prompts} prompts into {target.name}."
