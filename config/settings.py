@@ -285,9 +285,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "polling_interval": 0.1,
     }
 else:
-    # Redis: redelivery of late-acked tasks after this many seconds; must outlast the longest task.
+    # Redis: an unacked (late-ack) task is redelivered after this many seconds, so it must
+    # outlast the longest task (the hard time limit, plus a margin). A killed worker's job is
+    # recovered sooner than that by the reaper (GAPLAB_JOB_STALE_SECONDS), not by redelivery.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": envint("GAPLAB_VISIBILITY_TIMEOUT", 7200)
+        "visibility_timeout": envint(
+            "GAPLAB_VISIBILITY_TIMEOUT", envint("GAPLAB_TASK_TIME_LIMIT", 3600) + 300
+        )
     }
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -302,15 +306,43 @@ CELERY_TASK_SOFT_TIME_LIMIT = envint("GAPLAB_TASK_SOFT_TIME_LIMIT", 3300)
 CELERY_TASK_TIME_LIMIT = envint("GAPLAB_TASK_TIME_LIMIT", 3600)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A request publishes after commit; with the broker down it must fail fast and leave the
+# message in the outbox (annotation/services/outbox.py), not hang the request.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY = False
+
+# --- Jobs: heartbeat, reaper, outbox relay (annotation/services/jobs.py) --------------------
+GAPLAB_JOB_HEARTBEAT_SECONDS = envint("GAPLAB_JOB_HEARTBEAT_SECONDS", 10)
+# A running job whose heartbeat is older than this lost its worker: re-queued or failed.
+GAPLAB_JOB_STALE_SECONDS = envint("GAPLAB_JOB_STALE_SECONDS", 60)
+GAPLAB_JOB_REAP_SECONDS = envint("GAPLAB_JOB_REAP_SECONDS", 15)
+# A queued job not started after this long is dispatched again (its message may be lost).
+GAPLAB_JOB_REDISPATCH_SECONDS = envint("GAPLAB_JOB_REDISPATCH_SECONDS", 600)
+CELERY_BEAT_SCHEDULE = {
+    "jobs-reap": {"task": "annotation.jobs_reap", "schedule": float(GAPLAB_JOB_REAP_SECONDS),
+                  "options": {"expires": float(GAPLAB_JOB_REAP_SECONDS)}},
+    "outbox-relay": {"task": "annotation.outbox_relay",
+                     "schedule": float(envint("GAPLAB_OUTBOX_RELAY_SECONDS", 5)),
+                     "options": {"expires": 30.0}},
+    "housekeeping": {"task": "annotation.housekeeping", "schedule": 3600.0,
+                     "options": {"expires": 3600.0}},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Gaplab ---------------------------------------------------------------------------------
 GAPLAB_EXPORT_DIR = Path(envstr("GAPLAB_EXPORT_DIR", str(DATA_DIR / "exports")))
 GAPLAB_MODEL_DIR = Path(envstr("GAPLAB_MODEL_DIR", str(DATA_DIR / "models")))
 GAPLAB_IMPORT_MAX_BYTES = envint("GAPLAB_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 GAPLAB_IMPORT_MAX_ROWS = envint("GAPLAB_IMPORT_MAX_ROWS", 200_000)
+# Exports per requester: in flight at once, per hour; files are deleted after the retention.
+GAPLAB_EXPORT_MAX_ACTIVE = envint("GAPLAB_EXPORT_MAX_ACTIVE", 3)
+GAPLAB_EXPORT_PER_HOUR = envint("GAPLAB_EXPORT_PER_HOUR", 30)
+GAPLAB_EXPORT_RETENTION_DAYS = envint("GAPLAB_EXPORT_RETENTION_DAYS", 14)
 # The O(1) per-submit quality update (gold tally, pause check, re-shows, redundancy); off only
 # to measure its cost (benchmarks/annotation_hot_path.py).
 GAPLAB_QUALITY_ON_SUBMIT = envbool("GAPLAB_QUALITY_ON_SUBMIT", True)
+# A campaign's full quality recompute and drift scan runs every this many of its judgments.
+GAPLAB_QUALITY_RECOMPUTE_EVERY = envint("GAPLAB_QUALITY_RECOMPUTE_EVERY", 50)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GAPLAB_IMPORT_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

@@ -402,3 +402,21 @@ def test_build_context_is_the_repository_root():
             sources = [s for s in rest.split()[:-1] if not s.startswith("--")]
             for source in sources:
                 assert source == "." or (ROOT / source).exists(), source
+
+
+def test_exactly_one_beat_runs_the_reaper_and_the_relay():
+    """Jobs are reaped and the outbox relayed only if some process runs Celery beat."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    beats = [name for name, svc in _services().items()
+             if (argv := _command(svc))[:1] == ["celery"]
+             and ("beat" in argv or "-B" in argv or "--beat" in argv)]
+    assert beats == ["beat"]
+    deps = _services()["beat"]["depends_on"]
+    assert deps["redis"]["condition"] == "service_healthy"
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {"annotation.jobs_reap", "annotation.outbox_relay"} <= scheduled
+    assert scheduled <= set(app.tasks)

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Start the web server and a Celery worker (queues default and gpu); Ctrl-C stops both."
+    help = ("Start the web server and a Celery worker (queues default and gpu) with beat (the "
+            "job reaper and the outbox relay); Ctrl-C stops both.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -20,11 +21,16 @@ class Command(BaseCommand):
         python = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
         # The solo pool: training tasks run torch, and a forked pool can hang (ML-STACK.md).
+        # --beat runs the periodic job reaper and outbox relay in the worker process.
+        from django.conf import settings
+
+        schedule = str(settings.CELERY_BEAT_SCHEDULE_FILENAME)
         procs = [
             subprocess.Popen([python, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
                              env=env),
             subprocess.Popen([python, "-m", "celery", "-A", "config", "worker", "-Q",
-                              "default,gpu", "--pool", "solo", "--loglevel", "INFO"], env=env),
+                              "default,gpu", "--pool", "solo", "--beat", "--schedule", schedule,
+                              "--loglevel", "INFO"], env=env),
         ]
         stopping = False
 
