@@ -8,7 +8,6 @@ from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,7 +15,9 @@ from rest_framework.views import APIView
 from annotation import selectors
 from annotation.errors import ApplicationError
 from annotation.models import Campaign, PreferenceExport
+from annotation.pagination import LimitOffsetPagination
 from annotation.permissions import HasAnyRole, IsAdminOrResearcher, IsAnnotator
+from annotation.schema import error_responses
 from annotation.services import (
     assignment_issue_next,
     assignment_skip,
@@ -60,7 +61,8 @@ class ComparisonNextApi(APIView):
         criteria = serializers.ListField(child=serializers.CharField())
         expires_at = serializers.CharField()
 
-    @extend_schema(request=None, responses={200: OutputSerializer, 204: None})
+    @extend_schema(request=None, responses={200: OutputSerializer, 204: None,
+                                            **error_responses(400, 403, 409)})
     def post(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id, is_active=True)
         assignment = assignment_issue_next(campaign=campaign, annotator=request.user)
@@ -93,7 +95,11 @@ class JudgmentSubmitApi(APIView):
         idempotency_key = serializers.CharField()
         created_at = serializers.DateTimeField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(request=InputSerializer, responses={
+        201: OutputSerializer,
+        200: OpenApiResponse(OutputSerializer, description="The key was seen: the first answer."),
+        **error_responses(403, 404, 409, 410),
+    })
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -122,7 +128,8 @@ class AssignmentSkipApi(APIView):
         token = serializers.UUIDField()
         reason = serializers.CharField(max_length=200)
 
-    @extend_schema(request=InputSerializer, responses={204: None})
+    @extend_schema(request=InputSerializer, responses={204: None,
+                                                       **error_responses(403, 404, 409, 410)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -140,6 +147,8 @@ class JudgmentListApi(APIView):
     """Current (not superseded) judgments of a campaign, in canonical order. Staff roles only."""
 
     permission_classes = [IsAdminOrResearcher]
+    # Read by the view and by drf-spectacular, which documents the paginated envelope.
+    pagination_class = LimitOffsetPagination
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
@@ -157,8 +166,7 @@ class JudgmentListApi(APIView):
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
-        paginator = LimitOffsetPagination()
-        paginator.default_limit = 500
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.judgment_list(campaign=campaign), request)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
@@ -179,7 +187,7 @@ class ComparisonImportApi(APIView):
         responses={201: inline_serializer("ImportResult", {
             "prompts": serializers.IntegerField(), "responses": serializers.IntegerField(),
             "comparisons": serializers.IntegerField(), "calibration": serializers.IntegerField(),
-        }), 400: OpenApiResponse(description="Errors naming line and field; nothing imported.")},
+        }), **error_responses(400)},
     )
     def post(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
@@ -208,7 +216,10 @@ class PreferenceExportCreateApi(APIView):
         format = serializers.ChoiceField(choices=PreferenceExport.Format.choices,
                                          default=PreferenceExport.Format.JSONL)
 
-    @extend_schema(request=InputSerializer, responses={202: _ExportOutputSerializer})
+    # Documented as JSON only: every field has a default, so a form body that parses to
+    # nothing would be taken as "{}", which a schema of form bodies cannot express.
+    @extend_schema(request={"application/json": InputSerializer},
+                   responses={202: _ExportOutputSerializer, **error_responses(429)})
     def post(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
         data = self.InputSerializer(data=request.data)
@@ -232,7 +243,8 @@ class PreferenceExportDownloadApi(APIView):
 
     permission_classes = [IsAdminOrResearcher]
 
-    @extend_schema(responses={(200, "application/jsonl"): OpenApiResponse(description="JSONL")})
+    @extend_schema(responses={(200, "application/jsonl"): OpenApiResponse(description="JSONL"),
+                              **error_responses(410)})
     def get(self, request, export_id: int):
         export = get_object_or_404(PreferenceExport, pk=export_id,
                                    status=PreferenceExport.Status.SUCCEEDED,
