@@ -46,8 +46,8 @@ Confidence becomes TRL's ``margin`` and a per-row ``weight``:
   label with the truth, the factor by which symmetric label noise shrinks the logistic loss's
   signal (Natarajan et al. 2013, section 3). A coin flip gets weight 0.
 
-``majority_vote`` / ``MajorityOutcome`` are the A-versus-B count used by
-``annotation.selectors.preference_rows``.
+``majority_vote`` / ``MajorityOutcome`` are the A-versus-B count behind the majority method
+(snapshots, and exports, which are written-out majority snapshots).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ _ACC_CLIP = (1e-3, 1.0 - 1e-3)
 
 
 # --------------------------------------------------------------------------------------------
-# A-versus-B majority (used by selectors.preference_rows)
+# A-versus-B majority (the majority method of snapshots and exports)
 # --------------------------------------------------------------------------------------------
 
 

@@ -6,8 +6,6 @@ see: it returns screen-ordered texts and nothing else (no kind, no gold, no cano
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,7 +13,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from annotation.aggregation import majority_vote
 from annotation.models import Assignment, Campaign, Comparison, Judgment
 
 
@@ -126,47 +123,3 @@ def judgment_list(*, campaign: Campaign | None = None, annotator: AbstractBaseUs
     if current_only:
         qs = qs.filter(superseded_by__isnull=True)
     return qs
-
-
-def preference_rows(*, campaign: Campaign, conversational: bool = True) -> Iterator[dict]:
-    """Yield one TRL preference row per regular comparison with a majority winner.
-
-    Uses the current (not superseded) judgments; calibration and eval items are left out.
-    ``conversational`` gives TRL's conversational format (lists of role/content messages);
-    otherwise the prompt is the transcript flattened to text.
-    """
-    votes: dict[int, list[str]] = defaultdict(list)
-    for comparison_id, choice in (
-        judgment_list(campaign=campaign)
-        .filter(comparison__kind=Comparison.Kind.REGULAR)
-        .values_list("comparison_id", "choice")
-        .iterator(chunk_size=5000)
-    ):
-        votes[comparison_id].append(choice)
-    comparisons = (
-        Comparison.objects.filter(pk__in=list(votes))
-        .select_related("prompt", "response_a", "response_b")
-        .order_by("id")
-    )
-    for comparison in comparisons.iterator(chunk_size=2000):
-        outcome = majority_vote(votes[comparison.pk])
-        if outcome.winner is None:
-            continue
-        a, b = comparison.response_a.text, comparison.response_b.text
-        chosen, rejected = (a, b) if outcome.winner == "A" else (b, a)
-        turns = comparison.prompt.turns
-        if conversational:
-            prompt: object = turns
-            chosen_out: object = [{"role": "assistant", "content": chosen}]
-            rejected_out: object = [{"role": "assistant", "content": rejected}]
-        else:
-            prompt = "".join(
-                f"\n\n{'Human' if t['role'] == 'user' else t['role'].capitalize()}: {t['content']}"
-                for t in turns
-            ) + "\n\nAssistant:"
-            chosen_out, rejected_out = " " + chosen, " " + rejected
-        yield {
-            "prompt": prompt, "chosen": chosen_out, "rejected": rejected_out,
-            "comparison_id": comparison.pk, "category": comparison.prompt.category,
-            "agreement": round(outcome.agreement, 4), "n_judgments": outcome.n_judgments,
-        }

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from annotation.aggregation import PairVote
 from annotation.calibration import gold_correct
 from annotation.models import Campaign, Comparison, Judgment
+
+if TYPE_CHECKING:
+    from annotation.aggregation import PairVote
 
 
 def snapshot_votes(*, campaign: Campaign) -> list[PairVote]:
     """Current judgments on the campaign's regular comparisons, ordered by judgment id."""
+    from annotation.aggregation import PairVote  # pandas: kept out of the web's URL conf
+
     rows = (
         Judgment.objects.filter(
             campaign=campaign, superseded_by__isnull=True,

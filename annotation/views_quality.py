@@ -21,6 +21,7 @@ from annotation.errors import ApplicationError
 from annotation.models import AnnotatorProfile, Campaign, DriftAlert
 from annotation.permissions import role_required
 from annotation.services import Role, user_roles
+from annotation.services.quality import annotator_unpause as annotator_unpause_service
 
 TABLE = "quality/annotators.html"
 
@@ -137,14 +138,11 @@ def annotator_timeline(request: HttpRequest, campaign_id: int, username: str) ->
 @require_POST
 @role_required(Role.ADMIN)
 def annotator_unpause(request: HttpRequest, campaign_id: int, username: str) -> HttpResponse:
-    # Imported here: the quality services module imports the heavy estimators.
-    from annotation.services.quality import annotator_unpause as unpause
-
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     annotator = _annotator_or_404(username)
     error = ""
     try:
-        unpause(campaign=campaign, annotator=annotator, by=request.user)
+        annotator_unpause_service(campaign=campaign, annotator=annotator, by=request.user)
     except ApplicationError as exc:
         error = exc.message
     if not request.htmx:

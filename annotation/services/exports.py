@@ -21,19 +21,22 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.errors import RateLimitedError
-from annotation.models import Campaign, JobStatus, PreferenceExport
-from annotation.selectors import preference_rows
+from annotation.models import Campaign, JobStatus, PreferenceExport, Snapshot
 from annotation.services.jobs import job_enqueue, job_fail, job_heartbeat, job_start, job_succeed
+from annotation.services.snapshots import snapshot_rows_build
 
 
 def preferences_write(*, campaign: Campaign, out: Path, fmt: str) -> int:
     """Write the campaign's majority-vote preferences to ``out``; return the row count.
 
-    The file appears atomically (written beside it, then renamed), so a reader never sees half.
+    An export is a written-out majority snapshot: the rows come from the snapshot builder
+    (``snapshot_rows_build``), so the two can never disagree. It may be empty (a snapshot may
+    not). The file appears atomically (written beside it, then renamed), so a reader never sees
+    half of it.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = list(preference_rows(campaign=campaign))
+    rows, _ = snapshot_rows_build(campaign=campaign, method=Snapshot.Method.MAJORITY)
     if fmt == PreferenceExport.Format.JSONL:
         tmp = out.with_name(out.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as fh:

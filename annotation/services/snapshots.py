@@ -30,7 +30,6 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from annotation.aggregation import aggregate_pairwise, pairwise_params
 from annotation.errors import ApplicationError
 from annotation.models import Campaign, Snapshot
 from annotation.selectors_snapshots import (
@@ -73,6 +72,9 @@ def snapshot_rows_build(
     Rows are ordered by comparison id. Raises ApplicationError for an unknown method or
     parameter, and for gold_weighted when no annotator has a judgment on a gold item.
     """
+    # pandas and scipy: imported where a snapshot is built, never by the web's URL conf.
+    from annotation.aggregation import aggregate_pairwise, pairwise_params
+
     try:
         resolved = pairwise_params(method, params)
     except ValueError as exc:
@@ -167,6 +169,8 @@ def snapshot_rows(snapshot: Snapshot) -> list[dict[str, Any]]:
     if not path.exists():
         raise ApplicationError(f"Snapshot file {path} is missing.")
     body = path.read_bytes()
+    from annotation.aggregation import pairwise_params  # heavy: see snapshot_rows_build
+
     # Re-resolve: a JSON column may hand back 3.0 as 3, which would change the header's bytes.
     params = pairwise_params(snapshot.method, snapshot.params)
     header = snapshot_header(campaign_name=snapshot.campaign.name, method=snapshot.method,

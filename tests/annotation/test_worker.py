@@ -106,7 +106,7 @@ def test_real_worker_runs_a_preference_export(worker):
         assert row["prompt"] == comparison.prompt.turns
         assert row["chosen"] == [{"role": "assistant", "content": chosen}]
         assert row["rejected"] == [{"role": "assistant", "content": rejected}]
-        assert row["n_judgments"] == 3 and row["agreement"] == pytest.approx(0.6667)
+        assert row["n_judgments"] == 3 and row["agreement"] == pytest.approx(2 / 3, abs=1e-6)
     assert "annotation.preference_export_run" in proc.output()
     # Nothing ran in this process: the file lies where only the worker was told to write.
     assert Path(settings.GAPLAB_EXPORT_DIR) != export_dir
