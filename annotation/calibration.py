@@ -5,6 +5,12 @@ DESIGN section 3: a degraded pair holds a response and a known-worse transform o
 a wrong number, an unrelated answer), so its gold is certain without pretending that
 preferences have one right answer. A swapped re-show and a transitivity closer are scored
 against the annotator's own earlier answers.
+
+A degraded reply must not give its item away by its length (a careful annotator who notices that
+the worse reply of some pairs is always shorter learns which pairs are gold). A wrong number keeps
+the original's width where a plausible one exists, and an unrelated answer is chosen among those
+of similar length. Truncation cannot keep the length: it is shorter by construction, and a
+truncated reply ends abruptly; that tell is inherent to the transform.
 """
 
 from __future__ import annotations
@@ -21,8 +27,14 @@ class TransformError(ValueError):
     """The transformation does not apply to this text (say, no number to change)."""
 
 
+# An unrelated answer within this relative length of the original counts as length-matched.
+UNRELATED_LENGTH_TOLERANCE = 0.2
+# When none is that close, the choice is among this many nearest in length.
+UNRELATED_NEAREST = 5
+
+
 def degrade_truncate(text: str) -> str:
-    """Cut the text to about 40% of its words, mid-thought."""
+    """Cut the text to about 40% of its words, mid-thought (shorter by construction)."""
     words = text.split()
     if len(words) < 6:
         raise TransformError("too short to truncate meaningfully (fewer than 6 words)")
@@ -30,17 +42,40 @@ def degrade_truncate(text: str) -> str:
 
 
 def degrade_wrong_number(text: str, rng: random.Random) -> str:
-    """Replace the last number in the text with a different, plausible one."""
+    """Replace the last number in the text with a different, plausible one of the same width.
+
+    The wrong value is off by one, two or ten (scaled for large numbers); among those, one
+    written with as many characters as the original is chosen whenever one exists (9 -> 8,
+    not 9 -> 19), so the degraded reply keeps the original's length.
+    """
     matches = list(_NUMBER.finditer(text))
     if not matches:
         raise TransformError("the text holds no number to change")
     m = matches[-1]
     value = float(m.group())
     scale = 1 if abs(value) < 100 else max(1, abs(value) // 10)
-    wrong = value + rng.choice([-10, -2, -1, 1, 2, 10]) * scale
     decimals = len(m.group().split(".")[1]) if "." in m.group() else 0
-    formatted = f"{wrong:.{decimals}f}"
+    options = [f"{value + step * scale:.{decimals}f}" for step in (-10, -2, -1, 1, 2, 10)]
+    options = [o for o in options if float(o) != value]
+    same_width = [o for o in options if len(o) == len(m.group())]
+    formatted = rng.choice(same_width or options)
     return text[: m.start()] + formatted + text[m.end():]
+
+
+def pick_unrelated(text: str, pool: list[str], rng: random.Random) -> str:
+    """Choose an unrelated answer for ``text`` from ``pool``, matched to its length.
+
+    Candidates within UNRELATED_LENGTH_TOLERANCE of the text's length are drawn from uniformly;
+    when none is, the UNRELATED_NEAREST nearest in length. Raises TransformError on an empty pool.
+    """
+    others = [t for t in pool if t.strip() and t != text]
+    if not others:
+        raise TransformError("no unrelated response to borrow")
+    target = len(text)
+    close = [t for t in others if abs(len(t) - target) <= UNRELATED_LENGTH_TOLERANCE * target]
+    if not close:
+        close = sorted(others, key=lambda t: abs(len(t) - target))[:UNRELATED_NEAREST]
+    return rng.choice(close)
 
 
 def degrade(text: str, transform: str, *, rng: random.Random, unrelated_pool: list[str]) -> str:
@@ -50,10 +85,7 @@ def degrade(text: str, transform: str, *, rng: random.Random, unrelated_pool: li
     if transform == "wrong_number":
         return degrade_wrong_number(text, rng)
     if transform == "unrelated":
-        others = [t for t in unrelated_pool if t.strip() and t != text]
-        if not others:
-            raise TransformError("no unrelated response to borrow")
-        return rng.choice(others)
+        return pick_unrelated(text, unrelated_pool, rng)
     raise TransformError(f"unknown transform {transform!r}; use one of {TRANSFORMS}")
 
 

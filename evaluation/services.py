@@ -2,8 +2,9 @@
 
 ``world_campaign_create`` turns a world (evaluation/worlds) into an annotation campaign with
 regular comparisons and calibration items (DESIGN section 3: known-answer pairs with a tolerance
-and degraded pairs). ``simulate_campaign`` runs a pool of simulated annotators
-(evaluation/simulation.py) through the same annotation services, or the REST API, a person uses.
+and degraded pairs), written through the annotation app's ``comparisons_bulk_create``.
+``simulate_campaign`` runs a pool of simulated annotators (evaluation/simulation.py) through the
+same annotation services, or the REST API, a person uses.
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from annotation.calibration import TransformError, pick_unrelated
 from annotation.errors import ApplicationError
-from annotation.models import Campaign, Choice, Comparison, Judgment, Prompt, Response
+from annotation.models import Campaign, Choice, Comparison, Judgment, Prompt
 from annotation.services import Role, campaign_create, user_create_with_role, user_roles
+from annotation.services.comparisons import (
+    ComparisonSpec,
+    PromptSpec,
+    ResponseSpec,
+    comparisons_bulk_create,
+)
 from evaluation.simulation import (
     ApiClient,
     PoolMember,
@@ -45,14 +53,26 @@ _CALIBRATION_CYCLE = ("known_strict", "known_tolerant", "truncate", "wrong_numbe
 STRICT_GAP = 1.0  # utility gap that makes a known-answer pair unambiguous
 TOLERANT_GAP = (0.2, 1.0)  # utility gap of a "better, or a tie" pair
 DEGRADED_GAP = 0.5  # a degraded reply must lose at least this much utility
+UNRELATED_DONORS = 40  # other prompts sampled for a length-matched unrelated reply
 
 
-def _response_row(world: World, prompt: WorldPrompt, prompt_row: Prompt, text: str,
-                  version: str) -> Response:
-    features = world.features(prompt, text)
-    features["utility"] = world.utility(prompt, text)
-    return Response(prompt=prompt_row, text=text, source_model=f"{WORLD_SOURCE_PREFIX}{world.name}",
-                    source_version=version, features=features)
+@dataclass
+class _PromptBuild:
+    """One world prompt's replies and comparisons while a campaign is assembled."""
+
+    prompt: WorldPrompt
+    index: int
+    texts: list[str]
+    versions: list[str]
+    pairs: list[ComparisonSpec] = field(default_factory=list)
+
+    def add_text(self, text: str, version: str) -> int:
+        self.texts.append(text)
+        self.versions.append(version)
+        return len(self.texts) - 1
+
+    def has_pair(self, i: int, j: int) -> bool:
+        return any({c.a, c.b} == {i, j} for c in self.pairs)
 
 
 @transaction.atomic
@@ -64,15 +84,20 @@ def world_campaign_create(
 ) -> Campaign:
     """Create a campaign from a world: prompts, candidate replies, comparisons, calibration.
 
-    Every candidate reply of a regular prompt is stored (``Response.features`` holds the world's
-    features plus ``utility``), and ``pairs_per_prompt`` random pairs of them become regular
-    comparisons. ``n_calibration`` further prompts (default: calibration_rate times the number of
-    regular comparisons, at least 5 when the rate is positive) each give one calibration item,
-    cycling through known-answer (strict, and "better or tie") and degraded (truncate, wrong
-    number, unrelated) pairs; the good reply's canonical side is random. Held-out categories are
-    left out unless ``include_held_out``; ``categories`` picks categories explicitly.
-    Deterministic given ``seed``. All rows are written in one transaction. Raises
-    ApplicationError for an unknown world, bad sizes or a taken campaign name.
+    Every candidate reply of each of the ``n_prompts`` prompts is stored (``Response.features``
+    holds the world's features plus ``utility``), and ``pairs_per_prompt`` random pairs of them
+    become regular comparisons. ``n_calibration`` calibration items (default: calibration_rate
+    times the number of regular comparisons, at least 5 when the rate is positive) are made on
+    those same prompts, spread over them in a random order, so every calibration prompt also
+    appears in regular items (a prompt seen only in a gold item would give it away). They
+    cycle through known-answer pairs of the prompt's own replies (strict, and "better or tie"),
+    never repeating one of its regular pairs, and degraded pairs (truncate, wrong number,
+    unrelated: a wrong-number reply keeps the original's width and an unrelated one is another
+    prompt's reply of similar length; a truncation is shorter by nature). The good reply's
+    canonical side is random. Held-out categories are left out unless ``include_held_out``;
+    ``categories`` picks categories explicitly. Deterministic given ``seed``. All rows are
+    written in one transaction through ``comparisons_bulk_create``. Raises ApplicationError for
+    an unknown world, bad sizes or a taken campaign name.
     """
     try:
         world = get_world(world_name)
@@ -101,97 +126,138 @@ def world_campaign_create(
             f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
         )) from exc
     try:
-        prompts = world.generate_prompts(n_prompts + n_calibration, seed, categories=categories)
+        prompts = world.generate_prompts(n_prompts, seed, categories=categories)
     except ValueError as exc:
         raise ApplicationError(str(exc)) from exc
-    prompt_rows = Prompt.objects.bulk_create([
-        Prompt(campaign=campaign, turns=p.turns, category=p.category,
-               external_id=f"{world.name}-{seed}-{i:06d}",
-               source=f"{WORLD_SOURCE_PREFIX}{world.name}")
-        for i, p in enumerate(prompts)
-    ])
     rng = random.Random(f"{world.name}:{seed}:campaign")
-    regular = _regular_rows(world, prompts[:n_prompts], prompt_rows[:n_prompts],
-                            pairs_per_prompt, rng)
-    calibration = _calibration_rows(world, prompts[n_prompts:], prompt_rows[n_prompts:], rng)
-    Response.objects.bulk_create(
-        [r for _, responses, _ in (*regular, *calibration) for r in responses], batch_size=2000
-    )
-    comparisons: list[Comparison] = []
-    for prompt_row, responses, pairs in (*regular, *calibration):
-        for i, j, extra in pairs:
-            comparisons.append(Comparison(
-                campaign=campaign, prompt=prompt_row, response_a=responses[i],
-                response_b=responses[j], **extra,
-            ))
-    Comparison.objects.bulk_create(comparisons, batch_size=2000)
+    builds = _regular_builds(world, prompts, pairs_per_prompt, rng)
+    _add_calibration(world, builds, n_calibration, rng)
+    comparisons_bulk_create(campaign=campaign, prompts=[
+        PromptSpec(
+            turns=b.prompt.turns, category=b.prompt.category,
+            external_id=f"{world.name}-{seed}-{b.index:06d}",
+            source=f"{WORLD_SOURCE_PREFIX}{world.name}",
+            responses=[_response_spec(world, b.prompt, text, version)
+                       for text, version in zip(b.texts, b.versions, strict=True)],
+            comparisons=b.pairs,
+        )
+        for b in builds
+    ])
     return campaign
 
 
-_Pairs = list[tuple[int, int, dict]]
+def _response_spec(world: World, prompt: WorldPrompt, text: str, version: str) -> ResponseSpec:
+    features = world.features(prompt, text)
+    features["utility"] = world.utility(prompt, text)
+    return ResponseSpec(text=text, source_model=f"{WORLD_SOURCE_PREFIX}{world.name}",
+                        source_version=version, features=features)
 
 
-def _regular_rows(world: World, prompts: list[WorldPrompt], rows: list[Prompt], k: int,
-                  rng: random.Random) -> list[tuple[Prompt, list[Response], _Pairs]]:
+def _regular_builds(world: World, prompts: list[WorldPrompt], k: int,
+                    rng: random.Random) -> list[_PromptBuild]:
     out = []
-    for prompt, row in zip(prompts, rows, strict=True):
+    for index, prompt in enumerate(prompts):
         texts = world.candidate_responses(prompt, rng)
         rng.shuffle(texts)  # canonical order must not encode the world's ordering of styles
-        responses = [_response_row(world, prompt, row, t, "candidate") for t in texts]
         pairs = rng.sample(list(combinations(range(len(texts)), 2)),
                            min(k, len(texts) * (len(texts) - 1) // 2))
-        out.append((row, responses, [(i, j, {}) for i, j in pairs]))
+        out.append(_PromptBuild(prompt=prompt, index=index, texts=texts,
+                                versions=["candidate"] * len(texts),
+                                pairs=[ComparisonSpec(a=i, b=j) for i, j in pairs]))
     return out
 
 
-def _calibration_rows(world: World, prompts: list[WorldPrompt], rows: list[Prompt],
-                      rng: random.Random) -> list[tuple[Prompt, list[Response], _Pairs]]:
-    out = []
-    for n, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
-        texts = world.candidate_responses(prompt, rng)
-        scored = sorted(((world.utility(prompt, t), len(t), t) for t in texts), reverse=True)
-        best_u, _, best = scored[0]
+def _add_calibration(world: World, builds: list[_PromptBuild], n_calibration: int,
+                     rng: random.Random) -> None:
+    """Add ``n_calibration`` calibration items to the prompts, cycling through the recipes.
+
+    Item n goes to the n-th prompt of a shuffled order (round-robin when there are more items
+    than prompts); a prompt that cannot make any recipe passes the item to the next prompt.
+    """
+    if not builds:
+        return
+    order = list(range(len(builds)))
+    rng.shuffle(order)
+    slot = 0
+    for n in range(n_calibration):
         recipe = _CALIBRATION_CYCLE[n % len(_CALIBRATION_CYCLE)]
-        made = _calibration_pair(world, prompt, recipe, best, best_u, scored, rng)
-        if made is None:  # this prompt cannot make that recipe; a strict pair always works
-            made = _calibration_pair(world, prompt, "known_strict", best, best_u, scored, rng)
-        if made is None:
-            continue
-        worse, ctype, worse_version, accepts_tie = made
-        good_on_a = rng.random() < 0.5
-        good_side = Choice.A if good_on_a else Choice.B
-        pair_texts = [best, worse] if good_on_a else [worse, best]
-        versions = ["candidate", worse_version] if good_on_a else [worse_version, "candidate"]
-        responses = [_response_row(world, prompt, row, t, v)
-                     for t, v in zip(pair_texts, versions, strict=True)]
-        extra = {
-            "kind": Comparison.Kind.CALIBRATION, "gold_choice": good_side,
-            "gold_accepts": [good_side.value, Choice.TIE.value] if accepts_tie
-            else [good_side.value],
-            "calibration_type": ctype,
-        }
-        out.append((row, responses, [(0, 1, extra)]))
-    return out
+        for _ in range(len(order)):
+            build = builds[order[slot % len(order)]]
+            slot += 1
+            made = _calibration_pair(world, build, builds, recipe, rng)
+            if made is None:  # this prompt cannot make that recipe; a strict pair often can
+                made = _calibration_pair(world, build, builds, "known_strict", rng)
+            if made is not None:
+                build.pairs.append(made)
+                break
 
 
-def _calibration_pair(
-    world: World, prompt: WorldPrompt, recipe: str, best: str, best_u: float,
-    scored: list[tuple[float, int, str]], rng: random.Random,
-) -> tuple[str, str, str, bool] | None:
-    """Return (worse text, calibration type, response version, tie accepted) or None."""
-    if recipe == "known_strict":
-        pool = [t for u, _, t in scored if u <= best_u - STRICT_GAP]
-        return (rng.choice(pool), Comparison.CalibrationType.KNOWN_ANSWER, "candidate", False) \
-            if pool else None
-    if recipe == "known_tolerant":
-        lo, hi = TOLERANT_GAP
-        pool = [t for u, _, t in scored if best_u - hi < u <= best_u - lo]
-        return (rng.choice(pool), Comparison.CalibrationType.KNOWN_ANSWER, "candidate", True) \
-            if pool else None
-    worse = world.degraded_responses(prompt, best, rng).get(recipe)
-    if worse is None or worse == best or world.utility(prompt, worse) > best_u - DEGRADED_GAP:
+def _calibration_pair(world: World, build: _PromptBuild, builds: list[_PromptBuild],
+                      recipe: str, rng: random.Random) -> ComparisonSpec | None:
+    """One calibration item of ``recipe`` on ``build``'s prompt, or None when it cannot be made.
+
+    The good reply is the prompt's best candidate (ties broken by length). Known-answer pairs
+    take the worse reply among the prompt's own candidates, skipping pairs already used on the
+    prompt; degraded pairs add the transformed reply to the prompt.
+    """
+    prompt = build.prompt
+    scored = sorted(
+        ((world.utility(prompt, t), len(t), i) for i, t in enumerate(build.texts)
+         if build.versions[i] == "candidate"),
+        reverse=True,
+    )
+    best_u, _, best = scored[0]
+    accepts_tie = False
+    if recipe in ("known_strict", "known_tolerant"):
+        if recipe == "known_strict":
+            fits = [i for u, _, i in scored if u <= best_u - STRICT_GAP]
+        else:
+            lo, hi = TOLERANT_GAP
+            fits = [i for u, _, i in scored if best_u - hi < u <= best_u - lo]
+            accepts_tie = True
+        fits = [i for i in fits if not build.has_pair(best, i)]
+        if not fits:
+            return None
+        worse, ctype = rng.choice(fits), Comparison.CalibrationType.KNOWN_ANSWER
+    else:
+        text = _degraded_text(world, build, builds, recipe, build.texts[best], best_u, rng)
+        if text is None:
+            return None
+        worse = build.add_text(text, f"degraded:{recipe}")
+        ctype = Comparison.CalibrationType.DEGRADED
+    good_on_a = rng.random() < 0.5
+    good_side = Choice.A if good_on_a else Choice.B
+    accepts = (good_side.value, Choice.TIE.value) if accepts_tie else (good_side.value,)
+    return ComparisonSpec(
+        a=best if good_on_a else worse, b=worse if good_on_a else best,
+        kind=Comparison.Kind.CALIBRATION, gold_choice=good_side.value, gold_accepts=accepts,
+        calibration_type=ctype,
+    )
+
+
+def _degraded_text(world: World, build: _PromptBuild, builds: list[_PromptBuild], recipe: str,
+                   best: str, best_u: float, rng: random.Random) -> str | None:
+    prompt = build.prompt
+    if recipe == "unrelated":
+        # Another prompt's candidate reply, length-matched, that is clearly worse here: a
+        # stock sentence of another length would mark the item as degraded.
+        # A sample of other prompts bounds the cost on large campaigns (~8 replies each).
+        others = [other for other in builds if other is not build]
+        others = rng.sample(others, min(UNRELATED_DONORS, len(others)))
+        pool = [t for other in others
+                for t, v in zip(other.texts, other.versions, strict=True)
+                if v == "candidate" and world.utility(prompt, t) <= best_u - DEGRADED_GAP]
+        try:
+            worse = pick_unrelated(best, pool, rng)
+        except TransformError:
+            worse = world.degraded_responses(prompt, best, rng).get(recipe)
+    else:
+        worse = world.degraded_responses(prompt, best, rng).get(recipe)
+    if worse is None or worse in build.texts:
         return None
-    return worse, Comparison.CalibrationType.DEGRADED, f"degraded:{recipe}", False
+    if world.utility(prompt, worse) > best_u - DEGRADED_GAP:
+        return None
+    return worse
 
 
 # ---------------------------------------------------------------------------------------------

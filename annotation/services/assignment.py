@@ -144,12 +144,17 @@ def _pick_calibration(*, campaign: Campaign, annotator: AbstractBaseUser,
     ).values("a_on_left")[:1]
     mult = rng.randrange(1, _SHUFFLE_MODULUS)
     offset = rng.randrange(_SHUFFLE_MODULUS)
-    # BIGINT arithmetic: id * mult stays below 2**63 for any id below 2**32.
-    shuffle = (Cast("id", BigIntegerField()) * Value(mult, BigIntegerField())
-               + Value(offset, BigIntegerField())) % Value(_SHUFFLE_MODULUS, BigIntegerField())
+    items = Comparison.objects.filter(campaign=campaign, kind=Comparison.Kind.CALIBRATION)
+    # Ids are taken relative to the campaign's first calibration item, so a seeded rng gives
+    # the same sequence in two campaigns built alike (reproducible simulations). BIGINT
+    # arithmetic: (id - first) * mult stays below 2**63 for any id below 2**32.
+    first = Subquery(items.order_by("id").values("id")[:1], output_field=BigIntegerField())
+    shuffle = (
+        (Cast("id", BigIntegerField()) - first) * Value(mult, BigIntegerField())
+        + Value(offset, BigIntegerField())
+    ) % Value(_SHUFFLE_MODULUS, BigIntegerField())
     return (
-        Comparison.objects.filter(campaign=campaign, kind=Comparison.Kind.CALIBRATION)
-        .filter(Q(for_annotator=annotator) | Q(for_annotator__isnull=True))
+        items.filter(Q(for_annotator=annotator) | Q(for_annotator__isnull=True))
         .filter(~Exists(seen))
         .annotate(source_a_on_left=Subquery(source_side), shuffle=shuffle)
         .order_by(F("for_annotator_id").asc(nulls_last=True), "shuffle")

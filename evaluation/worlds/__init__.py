@@ -79,7 +79,9 @@ class World(Protocol):
         """Return known-worse transforms of ``text`` keyed by transform name.
 
         DESIGN section 3 (b): e.g. ``truncate``, ``wrong_number``, ``unrelated``. Each value
-        scores strictly lower utility than ``text`` when ``text`` is a good reply.
+        scores strictly lower utility than ``text`` when ``text`` is a good reply, and keeps
+        ``text``'s length where the transform allows (a truncation cannot), so that length does
+        not tell a degraded calibration item from a regular one.
         """
         ...
 

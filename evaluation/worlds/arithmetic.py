@@ -175,6 +175,20 @@ def _r(rng: random.Random, lo: int, hi: int) -> int:
     return rng.randint(lo, hi)
 
 
+def _plausible_wrong_like(rng: random.Random, answer: int, shown: str,
+                          avoid: tuple[int, ...] = ()) -> str:
+    """A plausible wrong value written as wide as ``shown`` (the answer as the text writes it).
+
+    Off by one, two or ten like ``_plausible_wrong``, preferring values with as many characters
+    (thousands separators kept), so a wrong-number degraded reply keeps the original's length.
+    """
+    options = [answer + step for step in (-10, -2, -1, 1, 2, 10)]
+    options = [w for w in options if w >= 0 and w != answer and w not in avoid]
+    written = [f"{w:,}" if "," in shown else str(w) for w in options]
+    same_width = [w for w in written if len(w) == len(shown)]
+    return rng.choice(same_width or written)
+
+
 def _plausible_wrong(rng: random.Random, answer: int, avoid: tuple[int, ...] = ()) -> int:
     """A wrong value of the kind people write: off by one, two or ten, or a slipped digit."""
     while True:
@@ -408,9 +422,13 @@ class ArithmeticWorld:
             out["truncate"] = (head + " …") if head else "…"
             answer = int(prompt.metadata["answer"])
             belief = prompt.metadata.get("user_belief")
-            wrong = _plausible_wrong(rng, answer, avoid=(belief,) if belief is not None else ())
-            out["wrong_number"] = text[: parsed.start] + str(wrong) + text[parsed.end:]
-        out["unrelated"] = rng.choice(_UNRELATED)
+            shown = text[parsed.start: parsed.end]
+            wrong = _plausible_wrong_like(rng, answer, shown,
+                                          avoid=(belief,) if belief is not None else ())
+            out["wrong_number"] = text[: parsed.start] + wrong + text[parsed.end:]
+        # The stock sentence nearest in length (a reply to another question, length-matched,
+        # is better still: world_campaign_create borrows one from the other prompts).
+        out["unrelated"] = min(_UNRELATED, key=lambda t: abs(len(t) - len(text)))
         return out
 
     def features(self, prompt: WorldPrompt, text: str) -> dict[str, float]:

@@ -37,6 +37,26 @@ def test_degrade_transforms():
     assert calibration.degrade(text, "unrelated", rng=rng, unrelated_pool=["Paris."]) == "Paris."
 
 
+def test_wrong_number_keeps_the_width_and_unrelated_answers_match_the_length():
+    """Degraded replies are length-matched where the transform allows (issue 6.3)."""
+    rng = random.Random(1)
+    for text in ("The answer is 9.", "So 37 + 48 = 85.", "It comes to 100 in all.",
+                 "Total: 1260", "Roughly 3.5 kg.", "It is 0."):
+        for _ in range(20):
+            wrong = calibration.degrade_wrong_number(text, rng)
+            assert wrong != text and len(wrong) == len(text), (text, wrong)
+    pool = [f"Reply {'x' * n}." for n in range(1, 400, 7)]
+    ratios = []
+    for n in range(20, 300, 5):
+        text = "y" * n
+        ratios.append(len(calibration.degrade(text, "unrelated", rng=rng,
+                                              unrelated_pool=pool)) / n)
+    assert sum(ratios) / len(ratios) == pytest.approx(1.0, abs=0.05)
+    assert max(abs(r - 1) for r in ratios) <= calibration.UNRELATED_LENGTH_TOLERANCE
+    # Nothing close in length: the nearest few, not an arbitrary one.
+    assert calibration.pick_unrelated("z" * 100, ["a", "bb" * 20, "c" * 500], rng) != "a"
+
+
 def test_tolerance_and_consistency_scoring():
     assert calibration.gold_correct("tie", gold_choice="A", gold_accepts=["A", "tie"])
     assert not calibration.gold_correct("B", gold_choice="A", gold_accepts=["A", "tie"])

@@ -157,6 +157,21 @@ def test_degraded_replies_score_lower_than_the_original():
             assert WORLD.utility(prompt, text) <= WORLD.utility(prompt, good) - 0.5
 
 
+def test_wrong_number_replies_keep_the_original_length():
+    """A wrong-number degraded reply has the original's length whenever a plausible wrong value
+    of the same width exists (all but a handful of answers), so length does not mark it."""
+    rng = random.Random(6)
+    ratios = []
+    for prompt in WORLD.generate_prompts(200, seed=13):
+        good = max(WORLD.candidate_responses(prompt, rng),
+                   key=lambda t: (WORLD.utility(prompt, t), len(t)))
+        degraded = WORLD.degraded_responses(prompt, good, rng)
+        ratios.append(len(degraded["wrong_number"]) / len(good))
+        assert WORLD.utility(prompt, degraded["wrong_number"]) < WORLD.utility(prompt, good)
+    assert sum(ratios) / len(ratios) == pytest.approx(1.0, abs=0.005)
+    assert sum(r == 1.0 for r in ratios) >= 0.95 * len(ratios)
+
+
 def test_registry_finds_worlds_by_module_name():
     assert "arithmetic" in world_names()
     world = get_world("arithmetic")
