@@ -51,6 +51,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a request shed for overload (503 + Retry-After) costs no session, auth or query.
+    "annotation.middleware_overload.OverloadGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "annotation.middleware.BadUrlGuardMiddleware",  # 400, not a 500, for NUL etc. in URLs
     "django_permissions_policy.PermissionsPolicyMiddleware",
@@ -103,6 +105,25 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so that a real worker process can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_gaplab.sqlite3")}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+# --- Overload: load shedding (annotation/middleware_overload.py) ----------------------------
+# At most this many requests run at once per process (0: no bound); one that waits longer than
+# GAPLAB_IN_FLIGHT_WAIT_MS for a slot gets 503 with Retry-After. Measured on 2 cores with
+# benchmarks/load_annotators.py (see benchmarks/README.md): it sheds only when gunicorn has more
+# threads per worker than this bound.
+GAPLAB_MAX_IN_FLIGHT = envint("GAPLAB_MAX_IN_FLIGHT", 4)
+GAPLAB_IN_FLIGHT_WAIT_MS = envint("GAPLAB_IN_FLIGHT_WAIT_MS", 2000)
+GAPLAB_OVERLOAD_RETRY_AFTER = envint("GAPLAB_OVERLOAD_RETRY_AFTER", 2)
+# GAPLAB_DB_POOL_SIZE > 0 (PostgreSQL): each process shares a psycopg pool of that many
+# connections instead of one persistent connection per thread, so many gunicorn threads do not
+# mean many PostgreSQL backends; a request that waits GAPLAB_DB_POOL_TIMEOUT seconds for one
+# gets 503 (the middleware above), not a 500.
+GAPLAB_DB_POOL_SIZE = envint("GAPLAB_DB_POOL_SIZE", 0)
+if GAPLAB_DB_POOL_SIZE > 0 and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django's pool requires it
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": GAPLAB_DB_POOL_SIZE,
+        "timeout": envint("GAPLAB_DB_POOL_TIMEOUT", 5),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
