@@ -63,6 +63,8 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit, logit
 
+from annotation.choices import CHOICES
+
 LABEL_COLUMNS = ("task", "worker", "label")
 # Relative tolerance under which two scores count as tied.
 _TIE_TOL = 1e-9
@@ -578,7 +580,7 @@ def _by_comparison(votes: Iterable[PairVote]) -> dict[Hashable, list[PairVote]]:
     grouped: dict[Hashable, list[PairVote]] = defaultdict(list)
     for vote in votes:
         vote = PairVote(*vote)
-        if vote.choice not in ("A", "B", "tie", "both_bad"):
+        if vote.choice not in CHOICES:
             raise ValueError(f"unknown choice {vote.choice!r}")
         grouped[vote.comparison].append(vote)
     return dict(sorted(grouped.items(), key=lambda kv: (str(type(kv[0])), kv[0])))

@@ -13,7 +13,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
-from annotation.errors import ApplicationError
+from annotation.choices import SCREEN_CHOICES
+from annotation.errors import GoneError, NotFoundError
 from annotation.models import Campaign, PreferenceExport
 from annotation.pagination import LimitOffsetPagination
 from annotation.permissions import HasAnyRole, IsAdminOrResearcher, IsAnnotator
@@ -21,12 +22,10 @@ from annotation.schema import error_responses
 from annotation.services import (
     assignment_issue_next,
     assignment_skip,
-    choice_from_screen,
-    judgment_submit,
+    judgment_submit_from_screen,
     preference_export_create,
 )
 from annotation.services.imports import comparisons_import_file
-from annotation.services.judgments import SCREEN_CHOICES
 
 
 class CampaignListApi(APIView):
@@ -104,20 +103,14 @@ class JudgmentSubmitApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        assignment = selectors.assignment_get_for_annotator(token=v["token"],
-                                                            annotator=request.user)
-        if assignment is None:
-            raise ApplicationError("This comparison is not yours.", extra={"field": "token"})
-        judgment = judgment_submit(
-            assignment=assignment, annotator=request.user,
-            choice=choice_from_screen(v["choice"], a_on_left=assignment.a_on_left),
+        judgment = judgment_submit_from_screen(
+            token=v["token"], annotator=request.user, choice=v["choice"],
             strength=v.get("strength"), idempotency_key=v["idempotency_key"],
             seconds_spent=v["seconds_spent"], rationale=v.get("rationale", ""),
-            criteria_choices={
-                k: choice_from_screen(c, a_on_left=assignment.a_on_left)
-                for k, c in v.get("criteria", {}).items()
-            },
+            criteria=v.get("criteria", {}),
         )
+        if judgment.was_replayed:  # the same key again: the first answer, nothing new
+            return Response(self.OutputSerializer(judgment).data, status=status.HTTP_200_OK)
         return Response(self.OutputSerializer(judgment).data, status=status.HTTP_201_CREATED)
 
 
@@ -137,7 +130,7 @@ class AssignmentSkipApi(APIView):
             token=data.validated_data["token"], annotator=request.user
         )
         if assignment is None:
-            raise ApplicationError("This comparison is not yours.", extra={"field": "token"})
+            raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
         assignment_skip(assignment=assignment, annotator=request.user,
                         reason=data.validated_data["reason"])
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -250,5 +243,8 @@ class PreferenceExportDownloadApi(APIView):
                                    status=PreferenceExport.Status.SUCCEEDED,
                                    format=PreferenceExport.Format.JSONL)
         path = Path(export.path)
+        if export.purged_at is not None or not path.is_file():
+            raise GoneError("This export's file was deleted by the retention policy; "
+                            "export again.")
         return FileResponse(path.open("rb"), as_attachment=True, filename=path.name,
                             content_type="application/jsonl")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from annotation.services.judgments import SCREEN_CHOICES
+from annotation.choices import SCREEN_CHOICES
 
 
 class JudgmentForm(forms.Form):

@@ -31,7 +31,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-CHOICES = ("A", "B", "tie", "both_bad")
+from annotation.choices import CHOICES
+
 KINDS = ("regular", "calibration", "eval")
 ROLES = ("system", "user", "assistant")
 MAX_RESPONSES = 8

@@ -15,12 +15,16 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from annotation import choices
+
 
 class Choice(models.TextChoices):
-    A = "A", "A"
-    B = "B", "B"
-    TIE = "tie", "Tie"
-    BOTH_BAD = "both_bad", "Both bad"
+    """The canonical choices of ``annotation.choices``, as Django choices."""
+
+    A = choices.A, "A"
+    B = choices.B, "B"
+    TIE = choices.TIE, "Tie"
+    BOTH_BAD = choices.BOTH_BAD, "Both bad"
 
 
 class Strength(models.IntegerChoices):

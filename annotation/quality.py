@@ -42,10 +42,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-CHOICE_A, CHOICE_B, CHOICE_TIE, CHOICE_BOTH_BAD = 0, 1, 2, 3
-CHOICE_LABELS: tuple[str, ...] = ("A", "B", "tie", "both_bad")
+from annotation.choices import CHOICE_CODES, CHOICES
+
+CHOICE_A, CHOICE_B, CHOICE_TIE, CHOICE_BOTH_BAD = (CHOICE_CODES[c] for c in CHOICES)
+CHOICE_LABELS: tuple[str, ...] = CHOICES
 N_CHOICES = len(CHOICE_LABELS)
-_CHOICE_CODE = {label: code for code, label in enumerate(CHOICE_LABELS)}
+_CHOICE_CODE = CHOICE_CODES
 
 # Same floor crowd-kit uses for probabilities inside Dawid-Skene (crowdkit.aggregation.
 # classification.dawid_skene._EPS); keeping it identical is what makes the two backends agree.

@@ -10,10 +10,10 @@ import numpy as np
 from django.db.models.functions import Length
 
 from annotation.calibration import gold_correct, reshow_consistent, transitive
+from annotation.choices import CHOICE_CODES
 from annotation.models import Campaign, Comparison, Judgment
 from annotation.quality import JudgmentFrame
 
-CHOICE_CODES = {"A": 0, "B": 1, "tie": 2, "both_bad": 3}
 # The response feature that says whether a response agrees with the user's stated belief
 # (set by worlds with sycophancy probes; evaluation/worlds).
 AGREEMENT_FEATURE = "agrees_with_user"

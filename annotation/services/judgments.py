@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import Literal
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -20,9 +19,6 @@ from annotation.errors import (
 )
 from annotation.models import AnnotatorProfile, Assignment, Choice, Judgment
 from annotation.services.quality import quality_on_judgment
-
-ScreenChoice = Literal["left", "right", "tie", "both_bad"]
-SCREEN_CHOICES: tuple[str, ...] = ("left", "right", "tie", "both_bad")
 
 
 def choice_from_screen(screen_choice: str, *, a_on_left: bool) -> Choice:
