@@ -23,13 +23,14 @@ from django.db import transaction
 from annotation.calibration import TransformError, pick_unrelated
 from annotation.errors import ApplicationError
 from annotation.models import Campaign, Choice, Comparison, Judgment, Prompt
-from annotation.services import Role, campaign_create, user_create_with_role, user_roles
-from annotation.services.comparisons import (
-    ComparisonSpec,
-    PromptSpec,
-    ResponseSpec,
+from annotation.services import (
+    Role,
+    campaign_create,
     comparisons_bulk_create,
+    user_create_with_role,
+    user_roles,
 )
+from annotation.services.comparisons import ComparisonSpec, PromptSpec, ResponseSpec
 from evaluation.simulation import (
     ApiClient,
     PoolMember,

@@ -9,6 +9,7 @@ from annotation.services.assignment import (
     assignment_skip,
 )
 from annotation.services.campaigns import campaign_create
+from annotation.services.comparisons import comparisons_bulk_create
 from annotation.services.exports import preference_export_create, preference_export_run
 from annotation.services.imports import comparisons_import
 from annotation.services.judgments import (
@@ -26,6 +27,7 @@ __all__ = [
     "assignment_skip",
     "campaign_create",
     "choice_from_screen",
+    "comparisons_bulk_create",
     "comparisons_import",
     "judgment_submit",
     "judgment_submit_from_screen",
