@@ -147,7 +147,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=envint("GAPLAB_LOGIN_COOLOFF_MINUTES", 15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # 429 with Retry-After and templates/registration/locked_out.html.
-AXES_LOCKOUT_CALLABLE = "annotation.views.login_locked_out"
+AXES_LOCKOUT_CALLABLE = "annotation.views.annotate.login_locked_out"
 # Behind a reverse proxy, the client address is the N-th from the right of X-Forwarded-For;
 # without one (the default) only REMOTE_ADDR counts, since a client can forge the header.
 GAPLAB_PROXY_COUNT = envint("GAPLAB_PROXY_COUNT", 0)
@@ -254,7 +254,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "annotation.schema.GaplabAutoSchema",
-    "EXCEPTION_HANDLER": "annotation.apis_errors.exception_handler",
+    "EXCEPTION_HANDLER": "annotation.apis.errors.exception_handler",
     # Rates are "N/second|minute|hour|day"; "off" disables one (e.g. for a capacity benchmark).
     # A throttled request gets 429 with Retry-After. Scoped rates apply to views that name a
     # throttle_scope.

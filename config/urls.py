@@ -15,9 +15,9 @@ urlpatterns = [
     # script-src and style-src 'self' (settings, Content-Security-Policy).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(
         url_name="api-schema", template_name="api/swagger_ui.html"), name="api-docs"),
-    path("api/", include("annotation.api_urls")),
-    path("quality/", include("annotation.urls_quality")),
-    path("", include("annotation.urls")),
+    path("api/", include("annotation.urls.api")),
+    path("quality/", include("annotation.urls.quality")),
+    path("", include("annotation.urls.annotate")),
 ]
 
 # JSON, not Django's HTML page, for an /api/ URL that matches no route (see config.handlers).

@@ -44,7 +44,7 @@ from annotation.services.calibration import (
 
 if TYPE_CHECKING:
     from annotation.quality import DawidSkeneFit
-    from annotation.selectors_frame import CampaignFrame
+    from annotation.selectors.frame import CampaignFrame
 
 MIN_GOLD_FOR_PAUSE = 10
 # AnnotatorQuality columns owned by the per-submit gold tally.
@@ -231,7 +231,7 @@ def campaign_quality_recompute(*, campaign: Campaign) -> CampaignQuality:
     """Recompute and store every annotator's quality, the campaign's, and drift alerts."""
     # Heavy (numpy, crowd-kit): imported where the recompute runs, never in the web's import.
     from annotation import quality
-    from annotation.selectors_frame import judgment_frame
+    from annotation.selectors.frame import judgment_frame
 
     data = judgment_frame(campaign=campaign)
     n_annotators = len(data.annotator_ids)

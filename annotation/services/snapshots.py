@@ -32,7 +32,7 @@ from django.db import IntegrityError, transaction
 
 from annotation.errors import ApplicationError
 from annotation.models import Campaign, Snapshot
-from annotation.selectors_snapshots import (
+from annotation.selectors.snapshots import (
     annotator_gold_counts,
     comparison_response_ids,
     comparisons_with_texts,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotation import views
+from annotation.views import annotate as views
 
 urlpatterns = [
     path("", views.home, name="home"),

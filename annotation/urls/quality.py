@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotation import views_quality as views
+from annotation.views import quality as views
 
 urlpatterns = [
     path("", views.quality_index, name="quality-index"),

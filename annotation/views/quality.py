@@ -1,4 +1,4 @@
-"""Quality dashboards (DESIGN section 4): htmx function views, reads through selectors_quality.
+"""Quality dashboards (DESIGN section 4): htmx function views, reads through selectors.quality.
 
 Admins and researchers read the campaign page, the annotator table and timelines; only admins
 act (un-pause an annotator, acknowledge a drift alert) through the quality services. Annotators
@@ -16,10 +16,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import selectors_quality as sq
 from annotation.errors import ApplicationError
 from annotation.models import AnnotatorProfile, Campaign, DriftAlert
 from annotation.permissions import role_required
+from annotation.selectors import quality as sq
 from annotation.services import Role, user_roles
 from annotation.services.quality import annotator_unpause as annotator_unpause_service
 

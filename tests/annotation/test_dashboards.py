@@ -15,7 +15,6 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from annotation import selectors_quality as sq
 from annotation.models import (
     AnnotatorProfile,
     AnnotatorQuality,
@@ -24,6 +23,7 @@ from annotation.models import (
     DriftAlert,
     Judgment,
 )
+from annotation.selectors import quality as sq
 from annotation.services import (
     assignment_issue_next,
     judgment_submit,
@@ -54,6 +54,10 @@ class ScriptedRandom(random.Random):
     def choice(self, seq):
         assert len(seq) == 1, "the sequence must leave one candidate"
         return seq[0]
+
+    def randrange(self, start, stop=None, step=1):
+        # The calibration pick's shuffle coefficients: unscripted (one candidate is left).
+        return start if stop is not None else 0
 
 
 def _campaign(**kwargs):

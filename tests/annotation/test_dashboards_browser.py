@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 
-from annotation import selectors_quality as sq
 from annotation.models import (
     AnnotatorProfile,
     AnnotatorQuality,
@@ -22,6 +21,7 @@ from annotation.models import (
     DriftAlert,
     Judgment,
 )
+from annotation.selectors import quality as sq
 from annotation.services import (
     Role,
     assignment_issue_next,

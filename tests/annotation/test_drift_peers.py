@@ -167,7 +167,7 @@ def test_recomputes_raise_one_alert_per_drift_episode(cast):
     from datetime import UTC, datetime, timedelta
 
     from annotation.models import DriftAlert
-    from annotation.selectors_frame import CampaignFrame
+    from annotation.selectors.frame import CampaignFrame
     from annotation.services.quality import _drift_alerts_create, drift_alert_acknowledge
     from tests.factories import CampaignFactory, make_users
 

@@ -17,7 +17,7 @@ from django.core.management.base import CommandError
 
 from annotation.errors import ApplicationError
 from annotation.models import Comparison, Judgment, Snapshot
-from annotation.selectors_snapshots import annotator_gold_counts
+from annotation.selectors.snapshots import annotator_gold_counts
 from annotation.services import assignment_issue_next, judgment_submit, judgment_supersede
 from annotation.services.snapshots import (
     snapshot_create,

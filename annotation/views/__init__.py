@@ -1,0 +1,1 @@
+"""Pages: ``annotate`` (the annotator's htmx pages) and ``quality`` (the dashboards)."""
