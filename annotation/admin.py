@@ -156,8 +156,27 @@ class ComparisonAdmin(admin.ModelAdmin):
         self._degrade(request, queryset, "unrelated")
 
 
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    """Computed or immutable rows: shown, never edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class _RecordAdmin(_ReadOnlyAdmin):
+    """The record of what annotators did (assignments, judgments): view only, for superusers
+    too. Reopening an assignment or editing a judgment would rewrite history and break the
+    claim counts; corrections are superseding judgments (``judgment_supersede``)."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(_RecordAdmin):
     """View-only: an assignment's status is claim state that only the assignment services keep
     consistent with claimed_count and the annotator's judgments (reopening a completed one gave
     an annotator two current judgments on one comparison)."""
@@ -169,18 +188,9 @@ class AssignmentAdmin(admin.ModelAdmin):
     raw_id_fields = ["comparison", "annotator"]
     readonly_fields = ["token"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Judgment)
-class JudgmentAdmin(admin.ModelAdmin):
+class JudgmentAdmin(_RecordAdmin):
     """Read-only: judgments are append-only (a correction is a superseding judgment)."""
 
     list_display = ["id", "annotator", "campaign", "comparison", "choice", "strength",
@@ -188,15 +198,6 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_filter = ["campaign", "choice", "strength", "comparison__kind"]
     search_fields = ["annotator__username", "rationale", "idempotency_key"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AnnotatorProfile)
@@ -207,16 +208,6 @@ class AnnotatorProfileAdmin(admin.ModelAdmin):
     list_display = ["user", "status", "paused_reason", "unpaused_at", "created_at"]
     list_filter = ["status"]
     search_fields = ["user__username"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    """Computed or immutable rows: shown, never edited by hand."""
 
     def has_add_permission(self, request):
         return False
