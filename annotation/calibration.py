@@ -18,9 +18,10 @@ from __future__ import annotations
 import random
 import re
 
+from annotation.choices import SWAPPED
+
 TRANSFORMS = ("truncate", "wrong_number", "unrelated")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_SWAP = {"A": "B", "B": "A", "tie": "tie", "both_bad": "both_bad"}
 
 
 class TransformError(ValueError):
@@ -99,7 +100,7 @@ def gold_correct(choice: str, *, gold_choice: str | None, gold_accepts: list[str
 
 def reshow_consistent(reshow_choice: str, original_choice: str) -> bool:
     """A swapped re-show (canonical A and B exchanged) agrees with the original answer."""
-    return _SWAP[reshow_choice] == original_choice
+    return SWAPPED[reshow_choice] == original_choice
 
 
 def transitive(x_over_y: int, y_over_z: int, x_over_z: int) -> bool:

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError
 from annotation.models import AnnotatorProfile, Assignment, Campaign, Comparison
+from annotation.selectors.annotator import assignment_live_for_annotator
 
 _system_random = random.SystemRandom()
 # Comparisons whose claims count toward the campaign overlap (calibration items do not: every
@@ -96,18 +97,6 @@ def _lock_annotator(*, annotator: AbstractBaseUser) -> str | None:
     return rows[0][1] if rows else None
 
 
-def _live_assignment(*, campaign: Campaign, annotator: AbstractBaseUser,
-                     now: datetime) -> Assignment | None:
-    return (
-        Assignment.objects.filter(
-            annotator=annotator, campaign=campaign, status=Assignment.Status.PENDING,
-            expires_at__gt=now,
-        )
-        .order_by("issued_at")
-        .first()
-    )
-
-
 def _lock_open_regular(*, campaign: Campaign,
                        annotator: AbstractBaseUser) -> tuple[int, int, int | None] | None:
     """Lock the next open regular/eval comparison this annotator has not seen.
@@ -170,7 +159,7 @@ def _issue(*, campaign: Campaign, annotator: AbstractBaseUser, now: datetime,
             raise ForbiddenError("Your annotation is paused; an admin has been told.")
         # Re-checked under the lock: a parallel call of this annotator that held the lock
         # first has committed its assignment by now, and this call returns the same one.
-        live = _live_assignment(campaign=campaign, annotator=annotator, now=now)
+        live = assignment_live_for_annotator(campaign=campaign, annotator=annotator, now=now)
         if live is not None:
             return live
         # Every draw runs the same four statements, whatever it turns out to be, so neither
@@ -236,7 +225,7 @@ def assignment_issue_next(
     except IntegrityError:
         # Backstop: the annotator lock makes a second claim of one item impossible here, but a
         # conflicting insert must still never surface as a 500. Whatever committed wins.
-        live = _live_assignment(campaign=campaign, annotator=annotator, now=now)
+        live = assignment_live_for_annotator(campaign=campaign, annotator=annotator, now=now)
         if live is not None:
             return live
         raise ConflictError("Your next comparison could not be issued; try again.") from None
