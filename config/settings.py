@@ -111,7 +111,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # benchmarks/load_annotators.py (see benchmarks/README.md): it sheds only when gunicorn has more
 # threads per worker than this bound.
 GAPLAB_MAX_IN_FLIGHT = envint("GAPLAB_MAX_IN_FLIGHT", 4)
-GAPLAB_IN_FLIGHT_WAIT_MS = envint("GAPLAB_IN_FLIGHT_WAIT_MS", 2000)
+GAPLAB_IN_FLIGHT_WAIT_MS = envint("GAPLAB_IN_FLIGHT_WAIT_MS", 1000)
 GAPLAB_OVERLOAD_RETRY_AFTER = envint("GAPLAB_OVERLOAD_RETRY_AFTER", 2)
 # GAPLAB_DB_POOL_SIZE > 0 (PostgreSQL): each process shares a psycopg pool of that many
 # connections instead of one persistent connection per thread, so many gunicorn threads do not
@@ -272,8 +272,8 @@ REST_FRAMEWORK = {
         "user": envrate("GAPLAB_THROTTLE_USER", "600/minute"),
         # Per user: uploads parse whole files (up to GAPLAB_IMPORT_MAX_BYTES) in the request.
         "import": envrate("GAPLAB_THROTTLE_IMPORT", "30/hour"),
-        # Per user: each export writes a file to GAPLAB_EXPORT_DIR.
-        "export": envrate("GAPLAB_THROTTLE_EXPORT", "30/hour"),
+        # Exports are limited by the export service itself (GAPLAB_EXPORT_MAX_ACTIVE and
+        # GAPLAB_EXPORT_PER_HOUR), so the admin action and the API share one limit.
     },
 }
 SPECTACULAR_SETTINGS = {

@@ -196,8 +196,8 @@ class ComparisonImportApi(APIView):
 class _ExportOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = PreferenceExport
-        fields = ["id", "campaign", "format", "status", "row_count", "error", "created_at",
-                  "finished_at"]
+        fields = ["id", "campaign", "format", "status", "attempts", "row_count", "error",
+                  "created_at", "finished_at", "purged_at"]
 
 
 class PreferenceExportCreateApi(APIView):
