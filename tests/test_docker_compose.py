@@ -330,7 +330,9 @@ def test_gunicorn_target_exists_and_binds_the_published_port():
     argv = _command(svc)
     assert argv[0] == "gunicorn"
     ident = r"[A-Za-z_]\w*"
-    targets = [a for a in argv[1:] if re.fullmatch(rf"{ident}(\.{ident})*(:{ident})?", a)]
+    # Positional arguments only: an option's value (``--worker-class gthread``) is not a target.
+    positional = [a for prev, a in zip(argv, argv[1:], strict=False) if not prev.startswith("-")]
+    targets = [a for a in positional if re.fullmatch(rf"{ident}(\.{ident})*(:{ident})?", a)]
     assert len(targets) == 1, argv
     module, _, attr = targets[0].partition(":")
     assert module == "config.wsgi"
