@@ -40,8 +40,9 @@ benchmark: no false alarms on steady streams, but for a shift from 0.5 to 0.75 a
 of about 200 observations, with a third of the shifts still undetected 250 observations later; the
 GLR scan here has a median delay of about 70 at under 1% false alarms.
 
-The submit path uses :class:`CusumState` (an O(1) update per gold item); :func:`drift_scan`
-recomputes an annotator's streams from scratch in a task.
+:func:`drift_scan` recomputes an annotator's streams from scratch in the quality recompute job;
+nothing of it runs on the submit path. :class:`CusumState` is the O(1) incremental form of the
+same statistic, priced by the benchmarks.
 """
 
 from __future__ import annotations

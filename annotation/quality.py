@@ -28,9 +28,11 @@ Contract of the full recompute (:func:`quality_recompute`, or :func:`annotator_s
   300,000 items, against about 0.1 s here), and its dense reliability-matrix input would be
   10,000 x 300,000.
 
-The submit path must not run any of this. It updates O(1) counters instead: :class:`GoldTally`
-(running Wilson interval) here and ``drift.CusumState`` for the drift statistic, a few
-microseconds together per submit; the full recompute runs in a task.
+The submit path must not run any of this. It keeps an O(1) gold tally in the database instead
+(``annotation.services.quality``: counts and a Wilson interval, for the pause check); the full
+recompute, drift scan included, runs as a job every GAPLAB_QUALITY_RECOMPUTE_EVERY judgments of
+a campaign. :class:`GoldTally` and ``drift.CusumState`` are the same O(1) updates in memory; the
+benchmarks use them to price an incremental path.
 """
 
 from __future__ import annotations
