@@ -90,6 +90,9 @@ class Prompt(models.Model):
     category = models.CharField(max_length=100, blank=True, db_index=True)
     external_id = models.CharField(max_length=200, blank=True)
     source = models.CharField(max_length=300, blank=True)
+    # Fields of the imported row that Gaplab has no column for, kept as they came (e.g.
+    # ``context``: retrieved passages, shown to annotators in a collapsible panel).
+    extra = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -298,9 +301,21 @@ class AnnotatorProfile(models.Model):
         ACTIVE = "active", "Active"
         PAUSED = "paused", "Paused"
 
+    class Kind(models.TextChoices):
+        """Who stands behind the judgments: a person, a simulated annotator (worlds), or an
+        imported dataset's own preference labels (one ``dataset`` annotator per source)."""
+
+        PERSON = "person", "Person"
+        SIMULATED = "simulated", "Simulated"
+        DATASET = "dataset", "Dataset labels"
+
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile"
     )
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PERSON,
+                            db_index=True)
+    # For a dataset annotator: the source whose labels it carries (e.g. "Anthropic/hh-rlhf").
+    source = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     paused_reason = models.CharField(max_length=300, blank=True)
     # After an admin un-pauses, only gold answered later can pause again.
@@ -489,6 +504,9 @@ class CampaignQuality(models.Model):
     majority_ds_disagreement = models.FloatField(null=True, blank=True)
     position_bias = models.FloatField(null=True, blank=True)
     label_mix = models.JSONField(default=dict, blank=True)
+    # Diagnostics of every iterative fit of the recompute, e.g. {"dawid_skene": {"iterations":
+    # 14, "converged": true, "anchored_on_gold": 37, "tolerance": 1e-6}}: shown on dashboards.
+    fits = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -513,6 +531,10 @@ class DriftAlert(models.Model):
     detector = models.CharField(max_length=60)
     onset_index = models.PositiveIntegerField(help_text="Estimated onset, index in the stream.")
     detected_index = models.PositiveIntegerField()
+    # The same two moments as the annotator's own judgment numbers (1 = their first judgment in
+    # the campaign): what charts and tables show, whatever the stream.
+    onset_judgment = models.PositiveIntegerField(null=True, blank=True)
+    detected_judgment = models.PositiveIntegerField(null=True, blank=True)
     onset_at = models.DateTimeField(null=True, blank=True)
     detected_at = models.DateTimeField(
         null=True, blank=True, help_text="When the judgment that raised the alarm was made."
@@ -544,7 +566,8 @@ class Snapshot(models.Model):
     class Method(models.TextChoices):
         MAJORITY = "majority", "Majority vote"
         GOLD_WEIGHTED = "gold_weighted", "Gold-weighted vote"
-        DAWID_SKENE = "dawid_skene", "Dawid-Skene"
+        DAWID_SKENE = "dawid_skene", "Dawid-Skene, gold-anchored"
+        DAWID_SKENE_PLAIN = "dawid_skene_plain", "Dawid-Skene, plain (no gold)"
         BRADLEY_TERRY = "bradley_terry", "Bradley-Terry (Davidson ties)"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="snapshots")

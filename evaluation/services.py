@@ -22,7 +22,7 @@ from django.db import transaction
 
 from annotation.calibration import TransformError, pick_unrelated
 from annotation.errors import ApplicationError
-from annotation.models import Campaign, Choice, Comparison, Judgment, Prompt
+from annotation.models import AnnotatorProfile, Campaign, Choice, Comparison, Judgment, Prompt
 from annotation.services import (
     Role,
     campaign_create,
@@ -293,7 +293,8 @@ def simulated_annotator_get_or_create(*, kind: str, index: int) -> User:
     user = User.objects.filter(username=username).first()
     if user is None:
         # No usable password: a simulated annotator never logs in (and PBKDF2 costs ~0.5 s).
-        return user_create_with_role(username=username, password=None, role=Role.ANNOTATOR)
+        return user_create_with_role(username=username, password=None, role=Role.ANNOTATOR,
+                                     annotator_kind=AnnotatorProfile.Kind.SIMULATED)
     if Role.ANNOTATOR not in user_roles(user):
         raise ApplicationError(f"User {username!r} exists but is not an annotator.")
     return user

@@ -93,7 +93,8 @@ def _authorize(*, by: AbstractBaseUser | None, user: User | None = None,
         raise ForbiddenError("Only a superuser can change this account.")
 
 
-def _role_apply(*, user: User, role: Role) -> None:
+def _role_apply(*, user: User, role: Role,
+                annotator_kind: str = AnnotatorProfile.Kind.PERSON, source: str = "") -> None:
     """Make ``role`` the user's only role group, with the staff flag and profile it implies."""
     role_groups = Group.objects.filter(name__in=[r.value for r in Role])
     user.groups.remove(*role_groups)
@@ -106,17 +107,20 @@ def _role_apply(*, user: User, role: Role) -> None:
         user.save(update_fields=["is_staff"])
     if role is Role.ANNOTATOR:
         # Kept when the role is taken away: it carries the pause history of past judgments.
-        AnnotatorProfile.objects.get_or_create(user=user)
+        AnnotatorProfile.objects.get_or_create(
+            user=user, defaults={"kind": annotator_kind, "source": source[:300]})
 
 
 @transaction.atomic
 def user_create_with_role(
     *, username: str, password: str | None, role: Role, email: str = "",
     by: AbstractBaseUser | None = None,
+    annotator_kind: str = AnnotatorProfile.Kind.PERSON, source: str = "",
 ) -> User:
     """Create a user in the role's group; admins and researchers may use the Django admin.
 
-    ``password=None`` makes an account that cannot log in (simulated annotators). The password
+    ``password=None`` makes an account that cannot log in (simulated annotators, dataset
+    labels); ``annotator_kind`` and ``source`` go on an annotator's profile. The password
     is not run through the validators here (the admin's form does that; seeds use fixed ones).
     Raises ForbiddenError when ``by`` may not grant ``role``, ApplicationError on a bad or taken
     username.
@@ -132,7 +136,7 @@ def user_create_with_role(
     except ValidationError as exc:
         raise ApplicationError("Invalid account.", extra={"fields": exc.message_dict}) from exc
     user.save()
-    _role_apply(user=user, role=role)
+    _role_apply(user=user, role=role, annotator_kind=annotator_kind, source=source)
     return user
 
 
