@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -171,11 +171,28 @@ def job_heartbeat(job: Job, *, interval: float | None = None) -> Iterator[None]:
         thread.join(timeout=interval + 5)
 
 
+def _requeue(job: Job, *, why: str, now: datetime) -> bool:
+    """Put a lost job back in the queue; False when a job kind allows one queued job per key
+    (e.g. one quality recompute per campaign) and another already waits, which then stands in
+    for it: the lost one is cancelled with the reason."""
+    try:
+        with transaction.atomic():  # a savepoint: the unique conflict must not end the reap
+            type(job).objects.filter(pk=job.pk).update(
+                status=JobStatus.QUEUED, queued_at=now, error=why + " Re-queued.")
+    except IntegrityError:
+        _finish(job, status=JobStatus.CANCELLED, now=now,
+                error=why + " A job queued since then does its work.")
+        return False
+    job.status, job.queued_at, job.error = JobStatus.QUEUED, now, why + " Re-queued."
+    job_dispatch(job)
+    return True
+
+
 def jobs_reap(*, now: datetime | None = None) -> dict[str, int]:
     """Re-queue or fail every job whose worker vanished; re-dispatch lost queued jobs.
 
-    Returns counts: ``requeued``, ``failed``, ``redispatched``. Safe to run concurrently: rows
-    are taken with SKIP LOCKED.
+    Returns counts: ``requeued``, ``failed`` (failed or cancelled), ``redispatched``. Safe to
+    run concurrently: rows are taken with SKIP LOCKED.
     """
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "redispatched": 0}
@@ -198,12 +215,10 @@ def jobs_reap(*, now: datetime | None = None) -> dict[str, int]:
                 elif job.attempts >= job.max_attempts:
                     _finish(job, status=JobStatus.FAILED, error=why + " Not retried.", now=now)
                     counts["failed"] += 1
-                else:
-                    job.status, job.queued_at = JobStatus.QUEUED, now
-                    job.error = why + " Re-queued."
-                    job.save(update_fields=["status", "error", "queued_at"])
-                    job_dispatch(job)
+                elif _requeue(job, why=why, now=now):
                     counts["requeued"] += 1
+                else:
+                    counts["failed"] += 1
             waiting = model.objects.select_for_update(skip_locked=True).filter(
                 status=JobStatus.QUEUED, queued_at__lt=redispatch_before
             )

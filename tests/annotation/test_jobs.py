@@ -217,3 +217,24 @@ def test_recompute_job_runs_and_leaves_the_gold_tally_to_its_owner(
     tally.refresh_from_db()
     assert tally.n_gold == 3  # not overwritten by the recompute's own count
     assert tally.n_judgments == 4  # the recompute's columns are written
+
+
+def test_a_lost_recompute_gives_way_to_one_already_queued(db, settings):
+    """One recompute may wait per campaign: re-queueing a lost one beside a queued one would
+    break that rule, so the lost one is cancelled with the reason and the queued one stands."""
+    settings.GAPLAB_JOB_STALE_SECONDS = 30
+    campaign = CampaignFactory()
+    now = timezone.now()
+    lost = QualityRecompute.objects.create(
+        campaign=campaign, status=JobStatus.RUNNING, attempts=1, worker="gone:1",
+        started_at=now - timedelta(seconds=100), heartbeat_at=now - timedelta(seconds=90))
+    waiting = QualityRecompute.objects.create(campaign=campaign)
+    export = _running(ComparisonFactory().campaign, heartbeat_age_s=90)
+    counts = jobs_reap()
+    assert counts == {"requeued": 1, "failed": 1, "redispatched": 0}
+    lost.refresh_from_db()
+    waiting.refresh_from_db()
+    export.refresh_from_db()
+    assert lost.status == JobStatus.CANCELLED and "queued since then" in lost.error
+    assert waiting.status == JobStatus.QUEUED
+    assert export.status == JobStatus.QUEUED  # the reap went on after the conflict
