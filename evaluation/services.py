@@ -4,15 +4,19 @@
 regular comparisons and calibration items (DESIGN section 3: known-answer pairs with a tolerance
 and degraded pairs), written through the annotation app's ``comparisons_bulk_create``.
 ``simulate_campaign`` runs a pool of simulated annotators (evaluation/simulation.py) through the
-same annotation services, or the REST API, a person uses.
+same annotation services, or the REST API, a person uses. ``simulated_truth`` reads back what
+the estimators should recover: each annotator's true accuracy against the world's utility and
+the known drift onset, and the campaign's true judgment-weighted error.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -32,10 +36,16 @@ from annotation.services import (
 )
 from annotation.services.comparisons import ComparisonSpec, PromptSpec, ResponseSpec
 from evaluation.simulation import (
+    PRESETS,
+    UTILITY_TIE,
+    AnnotatorConfig,
     ApiClient,
     PoolMember,
     SimulatedAnnotator,
     SimulationStop,
+    TruthTally,
+    config_summary,
+    drift_onset_judgment,
     parse_pool,
 )
 from evaluation.worlds import World, WorldPrompt, get_world
@@ -373,3 +383,140 @@ def simulate_campaign(
     result.exhausted = not active
     result.seconds = time.monotonic() - started
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The known truth of a simulated campaign
+# ---------------------------------------------------------------------------------------------
+
+_SIM_USERNAME_RE = re.compile(r"^sim-([a-z][a-z0-9_]*)-\d+$")
+
+
+def _stored_or_world_utilities(
+    *, world: World | None, rows: list[tuple],
+) -> dict[int, float | None]:
+    """Response id -> r*: the utility stored with the response when the world made it, else
+    the world's utility of the text for the prompt as shown (a response imported into a world
+    campaign), else None (the response cannot be scored)."""
+    from annotation.models import Response
+
+    utilities: dict[int, float | None] = {}
+    missing: set[int] = set()
+    for *_, a_id, b_id, u_a, u_b in rows:
+        for rid, u in ((a_id, u_a), (b_id, u_b)):
+            if u is None:
+                missing.add(rid)
+            else:
+                utilities[rid] = float(u)
+    missing -= utilities.keys()
+    if missing and world is not None:
+        for rid, text, turns in Response.objects.filter(pk__in=missing).values_list(
+                "pk", "text", "prompt__turns"):
+            prompt = world.parse_prompt(turns or [])
+            utilities[rid] = None if prompt is None else float(world.utility(prompt, text))
+    return utilities
+
+
+def simulated_truth(
+    *, campaign: Campaign, configs: Mapping[str, AnnotatorConfig] | None = None,
+    world_name: str | None = None,
+) -> dict:
+    """What the quality estimates of ``campaign`` should recover, from the world's utility.
+
+    For each annotator with judgments in the campaign (dataset label sources excluded, as from
+    every tally of the people): true accuracy, the share of their current A/B answers that pick
+    the reply with the higher true utility r* (``simulation.answer_truth``: pairs whose
+    utilities are equal within UTILITY_TIE have no right answer and are left out, as are tie
+    and both-bad answers), calibration items included; the counts behind it; and, for a
+    simulated annotator, the decision parameters (tau, biases, drift) and the drift onset as a
+    judgment number (``simulation.drift_onset_judgment``; the same numbering as the quality
+    dashboards: 1-based over all the annotator's judgments in the campaign in time order) with
+    the true accuracy before and after it. ``configs`` maps usernames to their configs; others
+    get the preset named by a ``sim-<kind>-NN`` username, or none.
+
+    ``totals.true_error`` is the judgment-weighted mean of 1 - true accuracy (weights: current
+    judgments), the quantity the campaign's ε estimates (``CampaignQuality.noise_epsilon``);
+    ``totals.true_error_pooled`` is wrong over scored answers. r* is the utility the world
+    stored with each response, or the world's utility of the text when none was stored.
+    Only reads; two queries (three when a response lacks a stored utility).
+    """
+    world = None
+    name = world_name or campaign_world_name(campaign=campaign)
+    if name:
+        try:
+            world = get_world(name)
+        except ValueError as exc:
+            raise ApplicationError(str(exc)) from exc
+    rows = list(
+        Judgment.objects.filter(campaign=campaign)
+        .exclude(annotator__annotator_profile__kind=AnnotatorProfile.Kind.DATASET)
+        .order_by("annotator_id", "created_at", "id")
+        .values_list(
+            "annotator_id", "annotator__username", "annotator__annotator_profile__kind",
+            "choice", "superseded_by__id",
+            "comparison__response_a_id", "comparison__response_b_id",
+            "comparison__response_a__features__utility",
+            "comparison__response_b__features__utility",
+        )
+    )
+    utilities = _stored_or_world_utilities(world=world, rows=rows)
+    by_annotator: dict[int, list[tuple]] = defaultdict(list)
+    for row in rows:
+        by_annotator[row[0]].append(row)
+    annotators = []
+    for judgments in by_annotator.values():
+        username, kind = judgments[0][1], judgments[0][2]
+        match = _SIM_USERNAME_RE.match(username)
+        preset = match.group(1) if match else None
+        config = (configs or {}).get(username) or PRESETS.get(preset or "")
+        tally = TruthTally(onset=None if config is None else drift_onset_judgment(config))
+        # Numbered over every judgment, superseded ones too (the dashboards' numbering); only
+        # current judgments are tallied, as the estimators see only those.
+        for number, (*_, choice, superseded, a_id, b_id, _ua, _ub) in enumerate(judgments, 1):
+            if superseded is None:
+                tally.add(number=number, choice=choice, utility_a=utilities.get(a_id),
+                          utility_b=utilities.get(b_id))
+        annotators.append({
+            "username": username, "kind": kind, "preset": preset,
+            "config": None if config is None else config_summary(config),
+            **tally.summary(),
+        })
+    annotators.sort(key=lambda a: a["username"])
+    scored = [a for a in annotators if a["true_accuracy"] is not None]
+    weight = sum(a["n_judgments"] for a in scored)
+    n_scored = sum(a["n_scored"] for a in annotators)
+    n_correct = sum(a["n_correct"] for a in annotators)
+    return {
+        "world": name, "utility_tie": UTILITY_TIE,
+        "annotators": annotators,
+        "totals": {
+            "n_annotators": len(annotators),
+            "n_judgments": sum(a["n_judgments"] for a in annotators),
+            "n_scored": n_scored, "n_correct": n_correct,
+            "true_error": (sum(a["n_judgments"] * (1 - a["true_accuracy"]) for a in scored)
+                           / weight) if weight else None,
+            "true_error_pooled": 1 - n_correct / n_scored if n_scored else None,
+        },
+    }
+
+
+def simulation_summary(*, campaign: Campaign, result: SimulationResult, pool: str,
+                       seed: int) -> dict:
+    """One run of ``simulate_campaign`` and the campaign's truth afterwards, as plain JSON.
+
+    ``run`` says what this run did; ``annotators`` and ``totals`` are ``simulated_truth`` over
+    every judgment in the campaign (earlier runs included), with this run's count and stop
+    reason added to each annotator that took part. The configs are those the run used.
+    """
+    truth = simulated_truth(campaign=campaign,
+                            configs={a.username: a.config for a in result.annotators})
+    for annotator in truth["annotators"]:
+        username = annotator["username"]
+        annotator["judgments_this_run"] = result.per_annotator.get(username, 0)
+        annotator["stopped"] = result.stopped.get(username)
+    return {
+        "campaign": campaign.name, "pool": pool, "seed": seed,
+        "run": {"n_judgments": result.n_judgments, "seconds": round(result.seconds, 3),
+                "exhausted": result.exhausted},
+        **truth,
+    }

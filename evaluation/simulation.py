@@ -231,6 +231,122 @@ def decide(
 
 
 # ---------------------------------------------------------------------------------------------
+# The truth about a simulated annotator (pure: no ORM)
+# ---------------------------------------------------------------------------------------------
+
+# Two replies whose true utilities differ by no more than this are a tie in truth: neither
+# answer is right, so the pair is left out of true accuracy (counted as ``n_equal_utility``).
+# Utilities are sums of a few decimal constants; 1e-9 only absorbs float rounding.
+UTILITY_TIE = 1e-9
+
+
+def answer_truth(choice: str, utility_a: float | None, utility_b: float | None) -> bool | None:
+    """Whether a canonical-order answer picks the reply with the higher true utility r*.
+
+    None when the answer is not decisive (tie, both-bad), when a utility is unknown, or when
+    the utilities are equal within UTILITY_TIE (no right answer).
+    """
+    if choice not in ("A", "B") or utility_a is None or utility_b is None:
+        return None
+    if abs(utility_a - utility_b) <= UTILITY_TIE:
+        return None
+    return (choice == "A") == (utility_a > utility_b)
+
+
+def drift_onset_judgment(config: AnnotatorConfig) -> int | None:
+    """The judgment number (1-based) from which ``config``'s drift schedule is in force.
+
+    ``DriftSchedule.t0`` counts judgments made before the change (0-based), so the first
+    judgment decided with the new parameters is number t0 + 1: the number the quality
+    dashboards and ``quality_report`` give an alert's onset. None without a schedule.
+    """
+    return None if config.drift is None else config.drift.t0 + 1
+
+
+def config_summary(config: AnnotatorConfig) -> dict[str, Any]:
+    """The decision parameters of ``config`` as plain JSON (utility units, see AnnotatorConfig).
+
+    ``drift`` lists only the parameters the schedule changes, with its ``onset_judgment``.
+    """
+    out: dict[str, Any] = {
+        "tau": config.tau, "bias": dict(config.bias), "position_bias": config.position_bias,
+        "tie_band": config.tie_band, "both_bad_below": config.both_bad_below,
+        "random_rate": config.random_rate, "drift": None,
+    }
+    d = config.drift
+    if d is not None:
+        changes = {"tau": d.tau, "bias": None if d.bias is None else dict(d.bias),
+                   "position_bias": d.position_bias, "random_rate": d.random_rate}
+        out["drift"] = {"t0": d.t0, "onset_judgment": drift_onset_judgment(config),
+                        **{k: v for k, v in changes.items() if v is not None}}
+    return out
+
+
+@dataclass
+class TruthTally:
+    """Counts behind one annotator's true accuracy; ``add`` takes their judgments in order.
+
+    ``n_judgments`` counts current judgments (the weight of the campaign's ε); ``n_decisive``
+    their A/B answers; ``n_scored`` the A/B answers on pairs with a utility difference, of
+    which ``n_correct`` picked the higher r*. With an onset, the scored answers are also split
+    into those before it and those from it on (by judgment number).
+    """
+
+    onset: int | None = None
+    n_judgments: int = 0
+    n_decisive: int = 0
+    n_equal_utility: int = 0
+    n_scored: int = 0
+    n_correct: int = 0
+    scored_before: int = 0
+    correct_before: int = 0
+    scored_after: int = 0
+    correct_after: int = 0
+
+    def add(self, *, number: int, choice: str, utility_a: float | None,
+            utility_b: float | None) -> None:
+        self.n_judgments += 1
+        if choice not in ("A", "B"):
+            return
+        self.n_decisive += 1
+        ok = answer_truth(choice, utility_a, utility_b)
+        if ok is None:
+            self.n_equal_utility += utility_a is not None and utility_b is not None
+            return
+        self.n_scored += 1
+        self.n_correct += ok
+        if self.onset is not None:
+            if number < self.onset:
+                self.scored_before += 1
+                self.correct_before += ok
+            else:
+                self.scored_after += 1
+                self.correct_after += ok
+
+    @staticmethod
+    def _share(hits: int, n: int) -> float | None:
+        return hits / n if n else None
+
+    @property
+    def true_accuracy(self) -> float | None:
+        return self._share(self.n_correct, self.n_scored)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "n_judgments": self.n_judgments, "n_decisive": self.n_decisive,
+            "n_equal_utility": self.n_equal_utility, "n_scored": self.n_scored,
+            "n_correct": self.n_correct, "true_accuracy": self.true_accuracy,
+            "drift_onset_judgment": self.onset,
+        }
+        if self.onset is not None:
+            out["true_accuracy_before_onset"] = self._share(self.correct_before,
+                                                            self.scored_before)
+            out["true_accuracy_after_onset"] = self._share(self.correct_after, self.scored_after)
+            out["n_scored_after_onset"] = self.scored_after
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Annotators that act through the services or the HTTP API
 # ---------------------------------------------------------------------------------------------
 

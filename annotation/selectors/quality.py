@@ -12,7 +12,6 @@ and it releases only aggregated accuracy over old, complete batches (see its doc
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +19,18 @@ from datetime import UTC, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connections
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Window
-from django.db.models.functions import Coalesce, Length, RowNumber
+from django.db.models import (
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    Window,
+)
+from django.db.models.functions import Coalesce, Length, NullIf, RowNumber
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -82,7 +91,8 @@ def annotator_quality_list(
     """One AnnotatorQuality row per annotator of ``campaign``, in one query.
 
     Each row carries ``annotator_status`` (the AnnotatorProfile status, None for users without a
-    profile), ``paused_reason`` and ``open_alerts`` (unacknowledged DriftAlerts in this campaign).
+    profile), ``annotator_kind`` and ``annotator_source`` (the profile's kind and source),
+    ``paused_reason`` and ``open_alerts`` (unacknowledged DriftAlerts in this campaign).
     ``sort`` is a key of ANNOTATOR_SORTS (KeyError otherwise); missing values sort last either
     way, ties by username. ``status`` ("active"/"paused") and ``search`` (username substring)
     filter when given.
@@ -95,6 +105,8 @@ def annotator_quality_list(
         .select_related("annotator")
         .annotate(
             annotator_status=F("annotator__annotator_profile__status"),
+            annotator_kind=F("annotator__annotator_profile__kind"),
+            annotator_source=F("annotator__annotator_profile__source"),
             paused_reason=F("annotator__annotator_profile__paused_reason"),
             open_alerts=Coalesce(_open_alert_count(), 0),
         )
@@ -114,13 +126,79 @@ def annotator_quality_row(
     return annotator_quality_list(campaign=campaign).filter(annotator=annotator).first()
 
 
+# --- Judgment numbers ---------------------------------------------------------------------------
+#
+# An annotator's judgment number is the 1-based rank of a judgment among *all* that annotator's
+# judgments in the campaign, by (created_at, id), superseded ones included. Including them keeps a
+# number fixed for good: a later correction adds a number at the end instead of shifting every
+# number after the corrected one, so an alert stored with its onset keeps pointing at the same
+# judgment. It is also the clock of a simulated annotator's drift schedule (evaluation's
+# ``DriftSchedule.t0`` is the 0-based count of its judgments in the campaign), so a known onset
+# t0 reads as judgment number t0 + 1 here. Charts, alert tables and ``quality_report`` all use it.
+
+
+def _earlier_or_same(*, key_time: str, key_id: str | None) -> Q:
+    """Judgments of the outer row's campaign and annotator at or before its (time, id) key."""
+    if key_id is None:
+        return Q(created_at__lte=OuterRef(key_time))
+    return Q(created_at__lt=OuterRef(key_time)) | Q(created_at=OuterRef(key_time),
+                                                    id__lte=OuterRef(key_id))
+
+
+def _count_subquery(*, campaign_ref: str, annotator_ref: str, key_time: str,
+                    key_id: str | None) -> Subquery:
+    return Subquery(
+        Judgment.objects.filter(campaign_id=OuterRef(campaign_ref),
+                                annotator_id=OuterRef(annotator_ref))
+        .filter(_earlier_or_same(key_time=key_time, key_id=key_id))
+        .order_by()
+        .values("annotator_id")
+        .annotate(n=Count("pk"))
+        .values("n"),
+        output_field=IntegerField(),
+    )
+
+
+def judgment_numbers(*, judgment_ids: Sequence[int]) -> dict[int, int]:
+    """Each judgment's number in its annotator's history in its campaign (see above). One query.
+
+    Ids that do not exist are left out of the result.
+    """
+    if not judgment_ids:
+        return {}
+    rows = (
+        Judgment.objects.filter(pk__in=list(judgment_ids))
+        .annotate(number=_count_subquery(campaign_ref="campaign_id",
+                                         annotator_ref="annotator_id",
+                                         key_time="created_at", key_id="id"))
+        .values_list("pk", "number")
+    )
+    return {pk: number for pk, number in rows}
+
+
+def _alert_number(stored: str, at: str) -> Coalesce:
+    """The stored judgment number, or for an alert stored without one (made before the column
+    existed) the number of the annotator's judgment made at ``at`` (its onset or alarm time,
+    which is that judgment's ``created_at``). None when neither is known."""
+    counted = NullIf(_count_subquery(campaign_ref="campaign_id", annotator_ref="annotator_id",
+                                     key_time=at, key_id=None), Value(0))
+    return Coalesce(F(stored), counted, output_field=IntegerField())
+
+
 def drift_alert_list(
     *, campaign: Campaign, annotator: AbstractBaseUser | None = None, open_only: bool = True
 ) -> QuerySet[DriftAlert]:
-    """Drift alerts of a campaign (optionally one annotator's), newest first."""
+    """Drift alerts of a campaign (optionally one annotator's), newest first.
+
+    Each row carries ``onset_number`` and ``detected_number``: the onset and the alarm as the
+    annotator's judgment numbers (``onset_judgment``/``detected_judgment``, computed here from
+    ``onset_at``/``detected_at`` for alerts stored without them; None when neither is known).
+    Every page and report shows these, never the stream indices.
+    """
     qs = DriftAlert.objects.filter(campaign=campaign).select_related(
         "annotator", "acknowledged_by"
-    )
+    ).annotate(onset_number=_alert_number("onset_judgment", "onset_at"),
+               detected_number=_alert_number("detected_judgment", "detected_at"))
     if annotator is not None:
         qs = qs.filter(annotator=annotator)
     if open_only:
@@ -142,6 +220,102 @@ def campaign_overview_list() -> QuerySet[Campaign]:
 
 def campaign_quality_get(*, campaign: Campaign) -> CampaignQuality | None:
     return CampaignQuality.objects.filter(campaign=campaign).first()
+
+
+# --- The report of ``manage.py quality_report`` ------------------------------------------------
+
+class AccuracyLevel:
+    """Where an annotator's gold accuracy stands against the campaign's threshold, by its Wilson
+    interval: a *level*, shown apart from drift (a change). ``below`` is what pausing acts on
+    (once enough gold items back it, ``services.quality.MIN_GOLD_FOR_PAUSE``)."""
+
+    BELOW = "below"                # the whole interval is under the threshold
+    ABOVE = "above"                # the whole interval is at or over it
+    UNDETERMINED = "undetermined"  # the interval straddles it: more gold items are needed
+    NO_GOLD = "no_gold"
+
+
+def accuracy_level(*, n_gold: int, ci_low: float | None, ci_high: float | None,
+                   threshold: float) -> str:
+    """The AccuracyLevel of a gold interval [ci_low, ci_high] against ``threshold``."""
+    if not n_gold or ci_low is None or ci_high is None:
+        return AccuracyLevel.NO_GOLD
+    if ci_high < threshold:
+        return AccuracyLevel.BELOW
+    if ci_low >= threshold:
+        return AccuracyLevel.ABOVE
+    return AccuracyLevel.UNDETERMINED
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _alert_report(alert: DriftAlert) -> dict:
+    return {
+        "id": alert.pk, "stream": alert.stream, "detector": alert.detector,
+        "onset_judgment": alert.onset_number, "alarm_judgment": alert.detected_number,
+        "onset_at": _iso(alert.onset_at), "alarm_at": _iso(alert.detected_at),
+        "statistic": alert.statistic, "message": alert.message,
+        "acknowledged": alert.acknowledged_at is not None,
+    }
+
+
+def campaign_quality_report(*, campaign: Campaign) -> dict:
+    """Every stored quality number of a campaign as plain JSON, in three queries.
+
+    ``campaign``: name, threshold and the stored CampaignQuality (ε, alphas, label mix, the
+    iterative fits' diagnostics ``fits``), or None before the first recompute. ``annotators``:
+    one entry per AnnotatorQuality row, by username: gold accuracy with its Wilson interval,
+    competence, peer agreement, biases, profile kind and status, ``level`` (``accuracy_level``)
+    and every drift alert (acknowledged ones too, oldest first) with its stream, onset and
+    alarm as the annotator's judgment numbers (``drift_alert_list``). Only reads.
+    """
+    quality = campaign_quality_get(campaign=campaign)
+    alerts: dict[int, list[dict]] = defaultdict(list)
+    for alert in drift_alert_list(campaign=campaign, open_only=False).order_by("created_at",
+                                                                                "id"):
+        alerts[alert.annotator_id].append(_alert_report(alert))
+    threshold = campaign.accuracy_threshold
+    annotators = []
+    for row in annotator_quality_list(campaign=campaign, sort="annotator"):
+        annotators.append({
+            "username": row.annotator.username,
+            "kind": row.annotator_kind,
+            "source": row.annotator_source or None,
+            "n_judgments": row.n_judgments,
+            "gold": {"n": row.n_gold, "accuracy": row.gold_accuracy,
+                     "ci_low": row.gold_ci_low, "ci_high": row.gold_ci_high},
+            "competence": row.competence,
+            "peer_agreement": row.peer_agreement,
+            "self_consistency": row.self_consistency,
+            "transitivity": row.transitivity,
+            "biases": {"position": row.position_bias, "length": row.length_bias,
+                       "sycophancy": row.sycophancy_bias},
+            "median_seconds": row.median_seconds,
+            "status": row.annotator_status,
+            "paused_reason": row.paused_reason or None,
+            "level": accuracy_level(n_gold=row.n_gold, ci_low=row.gold_ci_low,
+                                    ci_high=row.gold_ci_high, threshold=threshold),
+            "alerts": alerts.get(row.annotator_id, []),
+        })
+    return {
+        "campaign": {
+            "name": campaign.name, "id": campaign.pk, "accuracy_threshold": threshold,
+            "quality": None if quality is None else {
+                "n_judgments": quality.n_judgments,
+                "noise_epsilon": quality.noise_epsilon,
+                "alpha_nominal": quality.alpha_nominal,
+                "alpha_ordinal": quality.alpha_ordinal,
+                "majority_ds_disagreement": quality.majority_ds_disagreement,
+                "position_bias": quality.position_bias,
+                "label_mix": quality.label_mix,
+                "fits": quality.fits,
+                "updated_at": _iso(quality.updated_at),
+            },
+        },
+        "annotators": annotators,
+    }
 
 
 # --- Pure helpers (no ORM) ---------------------------------------------------------------------
@@ -184,7 +358,7 @@ def _chose_longer(choice: str, len_a: int, len_b: int) -> bool | None:
 
 @dataclass(frozen=True)
 class TimelinePoint:
-    x: int            # 1-based number of the judgment in the annotator's stream
+    x: int            # the judgment's number in the annotator's history (see judgment_numbers)
     y: float
     n: int            # items the rolling value rests on
     t: str            # ISO time of the judgment
@@ -192,7 +366,8 @@ class TimelinePoint:
 
 @dataclass(frozen=True)
 class TimelineMarker:
-    x: int
+    x: int                  # onset, as a judgment number (the alert's ``onset_number``)
+    alarm: int | None       # the judgment that raised the alarm (``detected_number``)
     stream: str
     label: str
     alert_id: int
@@ -200,10 +375,15 @@ class TimelineMarker:
 
 @dataclass(frozen=True)
 class AnnotatorTimeline:
-    """Rolling series over one annotator's current judgments in a campaign, oldest first."""
+    """Rolling series over one annotator's current judgments in a campaign, oldest first.
+
+    ``n_judgments`` counts the current judgments; ``last_number`` is the number of the newest
+    judgment (larger when corrections superseded some), the end of the x axis.
+    """
 
     n_judgments: int
     window: int
+    last_number: int = 0
     gold: list[TimelinePoint] = field(default_factory=list)
     position: list[TimelinePoint] = field(default_factory=list)
     length: list[TimelinePoint] = field(default_factory=list)
@@ -226,14 +406,17 @@ class AnnotatorTimeline:
 
         return {
             "n": self.n_judgments, "window": self.window,
+            "x_max": max(self.last_number, self.n_judgments),
             "series": {"gold": pts(self.gold), "position": pts(self.position),
                        "length": pts(self.length)},
-            "markers": [{"x": m.x, "stream": m.stream, "label": m.label} for m in self.markers],
+            "markers": [{"x": m.x, "alarm": m.alarm, "stream": m.stream, "label": m.label,
+                         "alert_id": m.alert_id} for m in self.markers],
         }
 
 
 @dataclass(frozen=True)
 class _Row:
+    number: int  # judgment number (superseded judgments count, see judgment_numbers)
     created_at: datetime
     choice: str
     a_on_left: bool
@@ -244,20 +427,27 @@ class _Row:
 
 
 def _annotator_rows(*, campaign: Campaign, annotator: AbstractBaseUser) -> list[_Row]:
+    """The annotator's current judgments in time order, each with its judgment number.
+
+    Superseded judgments are read only to number the others (one query for both).
+    """
     rows = (
-        Judgment.objects.filter(campaign=campaign, annotator=annotator,
-                                superseded_by__isnull=True)
+        Judgment.objects.filter(campaign=campaign, annotator=annotator)
         .annotate(len_a=Length("comparison__response_a__text"),
-                  len_b=Length("comparison__response_b__text"))
+                  len_b=Length("comparison__response_b__text"),
+                  superseded=F("superseded_by__id"))
         .order_by("created_at", "id")
         .values_list("created_at", "choice", "a_on_left", "comparison__kind",
                      "comparison__calibration_type", "comparison__gold_choice",
-                     "comparison__gold_accepts", "len_a", "len_b")
+                     "comparison__gold_accepts", "len_a", "len_b", "superseded")
     )
     out = []
-    for created_at, choice, a_on_left, kind, cal_type, gold_choice, accepts, len_a, len_b in rows:
+    for number, (created_at, choice, a_on_left, kind, cal_type, gold_choice, accepts, len_a,
+                 len_b, superseded) in enumerate(rows, start=1):
+        if superseded is not None:
+            continue
         correct = _gold_score(choice, kind, cal_type, gold_choice, accepts)
-        out.append(_Row(created_at, choice, a_on_left, correct is not None, correct,
+        out.append(_Row(number, created_at, choice, a_on_left, correct is not None, correct,
                         len_a or 0, len_b or 0))
     return out
 
@@ -270,41 +460,30 @@ def _gold_score(choice: str, kind: str, cal_type: str, gold_choice: str | None,
     return gold_correct(choice, gold_choice=gold_choice, gold_accepts=accepts or [])
 
 
-def _marker_x(alert: DriftAlert, *, times: list[datetime], stream_x: dict[str, list[int]],
-              n: int) -> int:
-    """Where an alert's onset falls on the judgment axis.
-
-    ``onset_at`` is used when the detector stored it (unambiguous). Otherwise ``onset_index`` is
-    read as a 0-based index into the alert's own stream: gold items for gold errors, decisive
-    (A/B) judgments for position, decisive judgments with responses of unequal length for length,
-    and every judgment for the rest. Clamped to the axis.
-    """
-    if alert.onset_at is not None and times:
-        return min(bisect_left(times, alert.onset_at) + 1, n)
-    xs = stream_x.get(alert.stream)
-    if xs:
-        return xs[min(alert.onset_index, len(xs) - 1)]
-    return max(1, min(alert.onset_index + 1, n))
-
-
 def annotator_timeline(
     *, campaign: Campaign, annotator: AbstractBaseUser, window: int = 20
 ) -> AnnotatorTimeline:
     """Rolling gold accuracy, position bias and length bias over an annotator's judgments.
 
-    The x axis is the judgment's 1-based number among the annotator's current judgments in the
-    campaign, in time order. Series (each a rolling share over its last ``window`` items):
+    The x axis is the judgment number (``judgment_numbers``: 1-based, in time order, superseded
+    judgments keep their numbers but are not drawn). Series (each a rolling share over its last
+    ``window`` items):
     - gold: correct answers among gold calibration items (known-answer and degraded pairs;
       re-shows and transitivity closers have no gold and are skipped);
     - position: share of decisive (A/B) answers that picked the response shown on the left;
     - length: share of decisive answers, where the two texts differ in length, that picked the
       longer response (characters).
-    Change points are the campaign's DriftAlerts for this annotator (acknowledged ones too),
-    placed at their onset (see ``_marker_x``).
+    Markers are the campaign's DriftAlerts for this annotator (acknowledged ones too) at their
+    ``onset_number``, with ``detected_number`` as the alarm: the very numbers the alert tables
+    show (``drift_alert_list``). An alert whose onset is unknown (stored with neither a number
+    nor a time) has no marker.
     """
     rows = _annotator_rows(campaign=campaign, annotator=annotator)
     gold_x, gold_flags, pos_x, pos_flags, len_x, len_flags = [], [], [], [], [], []
-    for x, row in enumerate(rows, start=1):
+    at: dict[int, str] = {}
+    for row in rows:
+        x = row.number
+        at[x] = row.created_at.isoformat()
         if row.is_gold:
             gold_x.append(x)
             gold_flags.append(bool(row.correct))
@@ -319,24 +498,23 @@ def annotator_timeline(
 
     def series(xs: list[int], flags: list[bool]) -> list[TimelinePoint]:
         return [
-            TimelinePoint(x=x, y=share, n=k, t=rows[x - 1].created_at.isoformat())
+            TimelinePoint(x=x, y=share, n=k, t=at[x])
             for x, (share, k) in zip(xs, rolling_share(flags, window), strict=True)
         ]
 
-    times = [row.created_at for row in rows]
-    stream_x = {DriftAlert.Stream.GOLD_ERROR: gold_x, DriftAlert.Stream.POSITION: pos_x,
-                DriftAlert.Stream.LENGTH: len_x}
     markers = []
     if rows:
         for alert in drift_alert_list(campaign=campaign, annotator=annotator, open_only=False):
+            if alert.onset_number is None:
+                continue
             markers.append(TimelineMarker(
-                x=_marker_x(alert, times=times, stream_x=stream_x, n=len(rows)),
-                stream=alert.stream, label=alert.get_stream_display(), alert_id=alert.pk,
+                x=alert.onset_number, alarm=alert.detected_number, stream=alert.stream,
+                label=alert.get_stream_display(), alert_id=alert.pk,
             ))
     return AnnotatorTimeline(
-        n_judgments=len(rows), window=window, gold=series(gold_x, gold_flags),
-        position=series(pos_x, pos_flags), length=series(len_x, len_flags),
-        markers=sorted(markers, key=lambda m: m.x),
+        n_judgments=len(rows), window=window, last_number=rows[-1].number if rows else 0,
+        gold=series(gold_x, gold_flags), position=series(pos_x, pos_flags),
+        length=series(len_x, len_flags), markers=sorted(markers, key=lambda m: (m.x, m.alert_id)),
     )
 
 

@@ -13,6 +13,7 @@ and CampaignTally; the recompute owns every other quality column.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,7 @@ from annotation.services.calibration import (
 )
 
 if TYPE_CHECKING:
+    from annotation.drift import ChangePoint
     from annotation.quality import DawidSkeneFit
     from annotation.selectors.frame import CampaignFrame
 
@@ -313,10 +315,13 @@ def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame,
                 continue
             timed = [(p, data.created_at[onset], data.created_at[alarm])
                      for p, onset, alarm in points]
+            frame_rows = {id(p): (onset, alarm) for p, onset, alarm in points}
             new = drift.first_new_alarm(timed, reported_until=reported.get((user_id, stream)))
             if new is None:
                 continue
             point, onset_at, detected_at = new
+            onset_judgment, detected_judgment = _alert_judgment_numbers(
+                data=data, rows=frame_rows[id(point)])
             _, made = DriftAlert.objects.get_or_create(
                 campaign=campaign, annotator_id=user_id, stream=stream,
                 onset_index=int(point.onset_index),
@@ -325,9 +330,46 @@ def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame,
                     "detected_index": int(point.detected_index),
                     "onset_at": onset_at,
                     "detected_at": detected_at,
+                    "onset_judgment": onset_judgment,
+                    "detected_judgment": detected_judgment,
                     "statistic": float(point.statistic),
-                    "message": point.message[:300],
+                    "message": _message_in_judgment_numbers(
+                        point, onset_judgment=onset_judgment,
+                        detected_judgment=detected_judgment)[:300],
                 },
             )
             created += int(made)
     return created
+
+def _alert_judgment_numbers(*, data: CampaignFrame,
+                            rows: tuple[int, int]) -> tuple[int | None, int | None]:
+    """The annotator's judgment numbers (1-based) of an alert's onset and alarm frame rows.
+
+    The scan's indices count one stream's observations (gold items, A/B answers, ...) and its
+    frame rows count the whole campaign's current judgments; neither is what the annotator's
+    own history says, which is what every chart and table shows
+    (``selectors.quality.judgment_numbers``). One query.
+    """
+    from annotation.selectors.quality import judgment_numbers
+
+    ids = [int(data.judgment_ids[row]) for row in rows]
+    numbers = judgment_numbers(judgment_ids=ids)
+    return numbers.get(ids[0]), numbers.get(ids[1])
+
+
+def _message_in_judgment_numbers(point: ChangePoint, *, onset_judgment: int | None,
+                                 detected_judgment: int | None) -> str:
+    """The detector's message with its stream positions ("#12", 0-based in the stream) restated
+    as the annotator's judgment numbers, so the alert table never shows two numberings side by
+    side. A message without those positions is returned as it is."""
+    wanted = {}
+    if onset_judgment is not None:
+        wanted[int(point.onset_index)] = onset_judgment
+    if detected_judgment is not None:
+        wanted[int(point.detected_index)] = detected_judgment
+
+    def restate(match: re.Match) -> str:
+        index = int(match.group(1))
+        return f"judgment #{wanted[index]}" if index in wanted else match.group(0)
+
+    return re.sub(r"#(\d+)\b", restate, point.message)

@@ -18,8 +18,10 @@
   };
   const LABEL_NAMES = { A: "A", B: "B", tie: "tie", both_bad: "both bad" };
 
-  // Vertical dashed lines at drift-alert onsets (x in data units). A few lines of canvas code
-  // instead of chartjs-plugin-annotation: one more vendored file for one line type is not worth it.
+  // Vertical dashed lines at drift-alert onsets and a small triangle at each alarm, both in
+  // the annotator's judgment numbers (the x axis; the alert tables show the same numbers). A few
+  // lines of canvas code instead of chartjs-plugin-annotation: one more vendored file for one
+  // line type is not worth it.
   const markerPlugin = {
     id: "gaplabMarkers",
     afterDatasetsDraw(chart, _args, options) {
@@ -42,7 +44,18 @@
         ctx.moveTo(px, area.top);
         ctx.lineTo(px, area.bottom);
         ctx.stroke();
-        ctx.fillText(m.label, px + 3, area.top + 11 + 12 * (i % 3));
+        ctx.fillText(`${m.label} #${m.x}`, px + 3, area.top + 11 + 12 * (i % 3));
+        if (m.alarm !== null && m.alarm !== undefined) {
+          const ax = scale.getPixelForValue(m.alarm);
+          if (ax >= area.left && ax <= area.right) {
+            ctx.beginPath();
+            ctx.moveTo(ax, area.bottom);
+            ctx.lineTo(ax - 5, area.bottom - 8);
+            ctx.lineTo(ax + 5, area.bottom - 8);
+            ctx.closePath();
+            ctx.fill();
+          }
+        }
       });
       ctx.restore();
     },
@@ -88,8 +101,12 @@
     };
   }
 
+  function xMax(data) {
+    return Math.max(data.x_max || data.n, 2);
+  }
+
   function linearX(data) {
-    return { type: "linear", min: 1, max: Math.max(data.n, 2),
+    return { type: "linear", min: 1, max: xMax(data),
              title: { display: true, text: "judgment number" }, ticks: { precision: 0 } };
   }
 
@@ -98,7 +115,7 @@
       const datasets = [line(`gold accuracy (last ${data.window} gold items)`,
                              data.series.gold, COLORS.gold)];
       if (data.threshold !== undefined && data.threshold !== null) {
-        datasets.push(reference(data.threshold, 1, Math.max(data.n, 2), "pause threshold"));
+        datasets.push(reference(data.threshold, 1, xMax(data), "pause threshold"));
       }
       const options = baseOptions("Rolling gold accuracy");
       options.scales = { x: linearX(data), y: shareAxis("share correct") };
@@ -113,7 +130,7 @@
              COLORS.position),
         line(`chose longer (last ${data.window} A/B answers)`, data.series.length,
              COLORS.length),
-        reference(0.5, 1, Math.max(data.n, 2), "no bias"),
+        reference(0.5, 1, xMax(data), "no bias"),
       ];
       const options = baseOptions("Rolling position and length bias");
       options.scales = { x: linearX(data), y: shareAxis("share") };

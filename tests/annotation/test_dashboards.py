@@ -341,12 +341,18 @@ def _xy(points) -> list[tuple[int, float, int]]:
 @pytest.mark.django_db
 def test_timeline_rolling_series_on_a_hand_made_sequence(sequence):
     campaign, user, judgments = sequence
+    # Stored before the judgment-number columns: the number is read from the onset time.
     DriftAlert.objects.create(campaign=campaign, annotator=user, stream="position",
                               detector="cusum", onset_index=0, detected_index=5, statistic=3.0,
-                              onset_at=judgments[3].created_at)  # judgment 4
+                              onset_at=judgments[3].created_at,  # judgment 4
+                              detected_at=judgments[7].created_at)  # judgment 8
+    # Stored with its numbers: they win over the stream indices.
     DriftAlert.objects.create(campaign=campaign, annotator=user, stream="gold_error",
                               detector="page_hinkley", onset_index=3, detected_index=4,
-                              statistic=3.0)  # no time: the 4th gold item, judgment 7
+                              onset_judgment=7, detected_judgment=8, statistic=3.0)
+    # Neither a number nor a time: the onset is unknown, so no marker (and "—" in the table).
+    DriftAlert.objects.create(campaign=campaign, annotator=user, stream="length",
+                              detector="cusum", onset_index=1, detected_index=2, statistic=3.0)
     timeline = sq.annotator_timeline(campaign=campaign, annotator=user, window=3)
     assert timeline.n_judgments == 8
     # Gold items at 2, 3, 5, 7, 8 answered T F T T F (the re-show at 4 has no gold).
@@ -358,7 +364,8 @@ def test_timeline_rolling_series_on_a_hand_made_sequence(sequence):
     # A/B answers with unequal lengths at 1, 2, 4, 7, 8 picked the longer F T F T F.
     assert _xy(timeline.length) == [(1, 0.0, 1), (2, 0.5, 2), (4, 0.3333, 3), (7, 0.6667, 3),
                                     (8, 0.3333, 3)]
-    assert [(m.x, m.stream) for m in timeline.markers] == [(4, "position"), (7, "gold_error")]
+    assert [(m.x, m.alarm, m.stream) for m in timeline.markers] == [
+        (4, 8, "position"), (7, 8, "gold_error")]
     # A window of 20 over five gold items is their plain running mean.
     wide = sq.annotator_timeline(campaign=campaign, annotator=user)
     assert [round(p.y, 4) for p in wide.gold] == [1.0, 0.5, 0.6667, 0.75, 0.6]
@@ -391,6 +398,97 @@ def test_timeline_page_embeds_the_series_as_json(sequence, client_for):
     assert data == {**expected, "threshold": campaign.accuracy_threshold}
     assert b'data-chart="timeline-gold"' in resp.content
     assert b"vendor/chart.umd.min.js" in resp.content
+
+
+# --- onsets in judgment numbers ------------------------------------------------------------------
+
+def _cell(html: str, alert_id: int, col: str) -> str:
+    row = re.search(rf'<tr id="alert-{alert_id}"[^>]*>(.*?)</tr>', html, re.S).group(1)
+    cell = re.search(rf'data-col="{col}"[^>]*>(.*?)</td>', row, re.S).group(1)
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", cell)).split())
+
+
+@pytest.mark.django_db
+def test_alert_onset_is_the_judgment_number_of_its_stream_row_on_chart_and_tables(
+        cast, client_for):
+    """One annotator answers a regular item, then a gold item, 50 times; gold answers are right
+    30 times, then wrong 20 times. The recompute's drift scan finds the change in the gold
+    stream, whose index counts gold items only; the stored alert's onset_judgment and
+    detected_judgment are the judgment numbers of those gold items (twice the index plus two,
+    here), and the timeline chart, its alert table and the campaign's alert table all show them.
+    """
+    from annotation.services.quality import campaign_quality_recompute
+
+    campaign = _campaign()
+    (user,) = make_users(1, prefix="onset")
+    judgments, gold_rows = [], []
+    decisive = 0
+    for step in range(50):
+        for comparison, choice in (
+            (_regular(campaign, 10, 10, tag=f"r{step}"), "A" if step % 2 else "B"),
+            (_gold(campaign, "A", len_a=10, len_b=10, tag=f"g{step}"),
+             "A" if step < 30 else "B"),
+        ):
+            left = decisive % 2 == 0  # sides alternate: no position change to find
+            decisive += 1
+            judgments.append(_answer(campaign, user, comparison, choice,
+                                     a_on_left=(choice == "A") == left))
+            if comparison.kind == Comparison.Kind.CALIBRATION:
+                gold_rows.append(len(judgments) - 1)
+    campaign_quality_recompute(campaign=campaign)
+
+    alert = DriftAlert.objects.get(campaign=campaign, annotator=user, stream="gold_error")
+    onset_row, alarm_row = gold_rows[alert.onset_index], gold_rows[alert.detected_index]
+    assert alert.onset_judgment == onset_row + 1 == 2 * alert.onset_index + 2
+    assert alert.detected_judgment == alarm_row + 1
+    assert alert.onset_at == judgments[onset_row].created_at
+    assert 25 <= alert.onset_index <= 32 and alert.detected_index < 50, alert.onset_index
+    # The numbers of every alert of the scan are those of the judgments at its onset and alarm.
+    for other in DriftAlert.objects.filter(campaign=campaign):
+        assert judgments[other.onset_judgment - 1].created_at == other.onset_at
+        assert judgments[other.detected_judgment - 1].created_at == other.detected_at
+        # The message speaks in judgment numbers too, never in stream positions.
+        assert f"#{other.onset_index}" not in other.message.replace(
+            f"#{other.onset_judgment}", "")
+
+    timeline = client_for("admin").get(
+        f"/quality/campaigns/{campaign.pk}/annotators/{user.username}/").content.decode()
+    markers = {m["stream"]: m for m in _json_script(timeline, "timeline-data")["markers"]}
+    assert markers["gold_error"]["x"] == alert.onset_judgment
+    assert markers["gold_error"]["alarm"] == alert.detected_judgment
+    assert _cell(timeline, alert.pk, "onset").startswith(f"#{alert.onset_judgment} ")
+    assert _cell(timeline, alert.pk, "alarm").startswith(f"#{alert.detected_judgment} ")
+    page = client_for("researcher").get(f"/quality/campaigns/{campaign.pk}/").content.decode()
+    assert _cell(page, alert.pk, "onset").startswith(f"#{alert.onset_judgment} ")
+
+
+@pytest.mark.django_db
+def test_judgment_numbers_stay_fixed_when_a_judgment_is_corrected(sequence, client_for):
+    """A correction gets the next number; every earlier judgment keeps its own, so an alert
+    stored before the correction still points at the same judgment on the chart."""
+    from annotation.services import judgment_supersede
+
+    campaign, user, judgments = sequence
+    alert = DriftAlert.objects.create(
+        campaign=campaign, annotator=user, stream="gold_error", detector="cusum",
+        onset_index=1, detected_index=3, statistic=9.0,
+        onset_at=judgments[4].created_at, detected_at=judgments[6].created_at)
+    before = sq.judgment_numbers(judgment_ids=[j.pk for j in judgments])
+    assert [before[j.pk] for j in judgments] == list(range(1, 9))
+    fix = judgment_supersede(judgment=judgments[2], annotator=user, choice="B", strength=1,
+                             idempotency_key="fix-numbers", seconds_spent=1.0)
+    after = sq.judgment_numbers(judgment_ids=[j.pk for j in judgments] + [fix.pk])
+    assert after == {**before, fix.pk: 9}
+    timeline = sq.annotator_timeline(campaign=campaign, annotator=user)
+    assert timeline.n_judgments == 8 and timeline.last_number == 9
+    assert 3 not in [p.x for p in timeline.position]  # the corrected judgment is not drawn
+    assert [(m.x, m.alarm) for m in timeline.markers] == [(5, 7)]
+    listed = sq.drift_alert_list(campaign=campaign, open_only=False).get(pk=alert.pk)
+    assert (listed.onset_number, listed.detected_number) == (5, 7)
+    html = client_for("admin").get(
+        f"/quality/campaigns/{campaign.pk}/annotators/{user.username}/").content.decode()
+    assert _cell(html, alert.pk, "onset").startswith("#5 ")
+    assert _json_script(html, "timeline-data")["x_max"] == 9
 
 
 # --- the campaign page -------------------------------------------------------------------------

@@ -340,3 +340,112 @@ def test_http_load_mode_submits_through_the_rest_api(live_server):
     assert {j.idempotency_key[:4] for j in judgments} == {"sim-"}
     assert set(judgments.values_list("annotator__username", flat=True)) == {
         "sim-expert-00", "sim-crowd-00"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The known truth: simulate's JSON line and simulated_truth
+# ---------------------------------------------------------------------------------------------
+
+def _direct_truth(campaign: Campaign, username: str) -> tuple[int, int, int]:
+    """(scored, correct, current judgments) of one annotator, counted straight from the texts:
+    the world reads each question from the turns and scores both replies; equal utilities and
+    tie/both-bad answers are not scored."""
+    scored = correct = n = 0
+    for j in (Judgment.objects.filter(campaign=campaign, annotator__username=username,
+                                      superseded_by__isnull=True)
+              .select_related("comparison__prompt", "comparison__response_a",
+                              "comparison__response_b")):
+        n += 1
+        prompt = WORLD.parse_prompt(j.comparison.prompt.turns)
+        u_a = WORLD.utility(prompt, j.comparison.response_a.text)
+        u_b = WORLD.utility(prompt, j.comparison.response_b.text)
+        if j.choice not in ("A", "B") or u_a == u_b:
+            continue
+        scored += 1
+        correct += (j.choice == "A") == (u_a > u_b)
+    return scored, correct, n
+
+
+@pytest.mark.django_db
+def test_simulate_ends_with_a_json_line_of_true_accuracies_that_match_a_direct_count(capsys):
+    """The last line parses; each annotator's true accuracy, parameters and onset are the ones
+    counted from the texts and set in the presets; the total is their judgment-weighted error."""
+    import json
+
+    from evaluation.simulation import DRIFTING
+
+    _campaign("truth", n_prompts=30, calibration_rate=0.2, overlap=3)
+    call_command("simulate", "--campaign", "truth", "--pool", "crowd:2,drifting:1,expert:1",
+                 "--judgments", "120", "--seed", "5", "--no-progress")
+    out = capsys.readouterr().out.strip().splitlines()
+    line = json.loads(out[-1])
+    assert line["campaign"] == "truth" and line["world"] == "arithmetic"
+    assert line["run"]["n_judgments"] == 120
+    campaign = Campaign.objects.get(name="truth")
+    by_name = {a["username"]: a for a in line["annotators"]}
+    assert set(by_name) == {"sim-crowd-00", "sim-crowd-01", "sim-drifting-00", "sim-expert-00"}
+    weighted = weight = 0.0
+    for username, a in by_name.items():
+        scored, correct, n = _direct_truth(campaign, username)
+        assert scored >= 20, (username, scored)
+        assert (a["n_scored"], a["n_correct"], a["n_judgments"]) == (scored, correct, n)
+        assert a["true_accuracy"] == pytest.approx(correct / scored)
+        assert a["judgments_this_run"] == n == 30
+        weighted += n * (1 - correct / scored)
+        weight += n
+    assert line["totals"]["true_error"] == pytest.approx(weighted / weight)
+    assert line["totals"]["n_judgments"] == 120
+    # Parameters and onsets come from the pool's configs.
+    assert by_name["sim-expert-00"]["config"]["tau"] == EXPERT.tau
+    assert by_name["sim-crowd-00"]["config"]["bias"] == dict(CROWD.bias)
+    assert by_name["sim-crowd-00"]["drift_onset_judgment"] is None
+    drifting = by_name["sim-drifting-00"]
+    assert drifting["drift_onset_judgment"] == DRIFTING.drift.t0 + 1 == 61
+    assert drifting["config"]["drift"]["tau"] == DRIFTING.drift.tau
+    # The experts beat the crowd in truth, by a margin this small run still shows.
+    assert by_name["sim-expert-00"]["true_accuracy"] > 0.85 > max(
+        by_name["sim-crowd-00"]["true_accuracy"], by_name["sim-crowd-01"]["true_accuracy"])
+
+
+@pytest.mark.django_db
+def test_simulated_truth_splits_accuracy_at_the_drift_onset_judgment():
+    """A schedule changing at t0 = 20 gives onset judgment 21; the scored answers before and
+    after it are those of judgments 1-20 and 21-60, and the drift shows in truth."""
+    from evaluation.services import simulated_truth
+
+    t0 = 20
+    config = AnnotatorConfig(tau=0.1, drift=DriftSchedule(t0=t0, tau=3.0))
+    campaign = _campaign("split", n_prompts=40, calibration_rate=0.2, overlap=1)
+    simulate_campaign(campaign=campaign, pool=[PoolMember("drifty", 1, config)],
+                      n_judgments=60, seed=3)
+    truth = simulated_truth(campaign=campaign, configs={"sim-drifty-00": config})
+    (a,) = truth["annotators"]
+    assert a["drift_onset_judgment"] == t0 + 1
+    judgments = list(Judgment.objects.filter(campaign=campaign).order_by("created_at", "id")
+                     .select_related("comparison__prompt", "comparison__response_a",
+                                     "comparison__response_b"))
+    halves = {True: [0, 0], False: [0, 0]}  # before onset -> [scored, correct]
+    for number, j in enumerate(judgments, start=1):
+        prompt = WORLD.parse_prompt(j.comparison.prompt.turns)
+        u_a = WORLD.utility(prompt, j.comparison.response_a.text)
+        u_b = WORLD.utility(prompt, j.comparison.response_b.text)
+        if j.choice in ("A", "B") and u_a != u_b:
+            half = halves[number < t0 + 1]
+            half[0] += 1
+            half[1] += (j.choice == "A") == (u_a > u_b)
+    assert a["true_accuracy_before_onset"] == pytest.approx(halves[True][1] / halves[True][0])
+    assert a["true_accuracy_after_onset"] == pytest.approx(halves[False][1] / halves[False][0])
+    assert a["n_scored_after_onset"] == halves[False][0]
+    assert a["true_accuracy_before_onset"] > a["true_accuracy_after_onset"] + 0.2
+    # A user with no preset and no config has truth but no parameters.
+    assert simulated_truth(campaign=campaign)["annotators"][0]["config"] is None
+
+
+def test_answer_truth_defines_ties_and_abstentions():
+    from evaluation.simulation import answer_truth
+
+    assert answer_truth("A", 1.0, -0.5) is True
+    assert answer_truth("B", 1.0, -0.5) is False
+    assert answer_truth("B", 0.2, 0.2 + 1e-12) is None  # equal utilities: no right answer
+    assert answer_truth("tie", 1.0, -0.5) is None
+    assert answer_truth("A", None, 1.0) is None

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.errors import ApplicationError
 from annotation.models import Campaign
-from evaluation.services import simulate_campaign
+from evaluation.services import simulate_campaign, simulation_summary
 from evaluation.simulation import PRESETS, parse_pool
 
 
@@ -14,7 +15,9 @@ class Command(BaseCommand):
     help = (
         "Run simulated annotators on a campaign through the annotation services (or, with "
         "--http, the REST API of a running server). Safe to run again: annotators continue "
-        "where they stopped."
+        "where they stopped. The last line is one JSON object: this run, and each annotator's "
+        "true accuracy (against the world's utility), parameters and drift onset (a judgment "
+        "number), and the campaign's true judgment-weighted error."
     )
 
     def add_arguments(self, parser) -> None:
@@ -58,6 +61,20 @@ class Command(BaseCommand):
             f"{result.n_judgments} judgments on {campaign.name!r} in {result.seconds:.1f} s "
             f"({rate:.0f}/s); {'no work left' if result.exhausted else 'stopped at the limit'}."
         ))
+        summary = simulation_summary(campaign=campaign, result=result, pool=o["pool"],
+                                     seed=o["seed"])
+        truth = {a["username"]: a for a in summary["annotators"]}
         for username, n in result.per_annotator.items():
             why = result.stopped.get(username, "")
-            self.stdout.write(f"  {username:<18} {n:>6}" + (f"  ({why})" if why else ""))
+            acc = truth.get(username, {}).get("true_accuracy")
+            onset = truth.get(username, {}).get("drift_onset_judgment")
+            self.stdout.write(
+                f"  {username:<18} {n:>6}"
+                + ("" if acc is None else f"  true accuracy {acc:.3f}")
+                + ("" if onset is None else f"  drift from judgment #{onset}")
+                + (f"  ({why})" if why else "")
+            )
+        error = summary["totals"]["true_error"]
+        if error is not None:
+            self.stdout.write(f"True judgment-weighted error of the campaign: {error:.4f}")
+        self.stdout.write(json.dumps(summary, sort_keys=True, allow_nan=False))
