@@ -61,6 +61,41 @@ def annotator_gold_counts(*, campaign: Campaign) -> dict[int, tuple[int, int]]:
     return {annotator: (c, n) for annotator, (c, n) in counts.items()}
 
 
+def snapshot_gold_votes(
+    *, campaign: Campaign,
+) -> tuple[list[PairVote], dict[int, tuple[str, ...]]]:
+    """Current judgments on the campaign's gold calibration items, and what each item's gold
+    accepts: (votes ordered by judgment id, {comparison id: accepted choices}).
+
+    These anchor gold-anchored Dawid-Skene: the accepted choices are ``gold_accepts`` (a
+    tolerance such as "A, or a tie") or, when none is set, ``(gold_choice,)``, the same rule as
+    ``annotation.calibration.gold_correct``. Known-answer and degraded items carry gold;
+    swapped re-shows and transitivity closers have none and are left out. Gold items nobody
+    judged are left out of both. Two queries.
+    """
+    from annotation.aggregation import PairVote  # pandas: kept out of the web's URL conf
+
+    rows = list(
+        Judgment.objects.filter(
+            campaign=campaign, superseded_by__isnull=True,
+            comparison__kind=Comparison.Kind.CALIBRATION,
+            comparison__gold_choice__isnull=False,
+        )
+        .order_by("id")
+        .values_list("comparison_id", "annotator_id", "choice")
+        .iterator(chunk_size=5000)
+    )
+    judged = {comparison_id for comparison_id, _, _ in rows}
+    gold = {
+        pk: tuple(accepts) if accepts else (choice,)
+        for pk, choice, accepts in Comparison.objects.filter(
+            campaign=campaign, kind=Comparison.Kind.CALIBRATION, gold_choice__isnull=False,
+        ).values_list("id", "gold_choice", "gold_accepts").iterator(chunk_size=5000)
+        if pk in judged
+    }
+    return [PairVote(*row) for row in rows], gold
+
+
 def comparison_response_ids(*, comparison_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
     """comparison id -> (response A id, response B id)."""
     return {

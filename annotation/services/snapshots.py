@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -36,11 +37,14 @@ from annotation.selectors.snapshots import (
     annotator_gold_counts,
     comparison_response_ids,
     comparisons_with_texts,
+    snapshot_gold_votes,
     snapshot_votes,
 )
 
 if TYPE_CHECKING:
     import datasets
+
+logger = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = "gaplab-snapshot-v1"
 _FLOAT_PLACES = 6
@@ -73,7 +77,7 @@ def snapshot_rows_build(
     parameter, and for gold_weighted when no annotator has a judgment on a gold item.
     """
     # pandas and scipy: imported where a snapshot is built, never by the web's URL conf.
-    from annotation.aggregation import aggregate_pairwise, pairwise_params
+    from annotation.aggregation import aggregate_pairwise_fit, pairwise_params
 
     try:
         resolved = pairwise_params(method, params)
@@ -84,11 +88,21 @@ def snapshot_rows_build(
     items = comparison_response_ids(comparison_ids=comparison_ids) if method == "bradley_terry" \
         else None
     gold_counts = annotator_gold_counts(campaign=campaign) if method == "gold_weighted" else None
+    # Gold-anchored Dawid-Skene: calibration judgments join EM with their gold as observed truth.
+    anchor_votes, gold = snapshot_gold_votes(campaign=campaign) if method == "dawid_skene" \
+        else ([], None)
     try:
-        decisions, _ = aggregate_pairwise(method, votes, items=items, gold_counts=gold_counts,
-                                          params=resolved)
+        fit = aggregate_pairwise_fit(
+            method, votes, items=items, gold_counts=gold_counts, anchor_votes=anchor_votes,
+            gold=gold, params={k: v for k, v in resolved.items() if k != "sources"})
     except ValueError as exc:
         raise ApplicationError(str(exc)) from exc
+    decisions = fit.decisions
+    if fit.info.get("converged") is False:
+        # Flagged, not hidden: the rows are the last iterate's. A Snapshot row has no field
+        # for fit diagnostics yet, so the log is where this shows.
+        logger.warning("snapshot %s of %s: the fit did not converge: %s", method,
+                       campaign.name, fit.info)
     decided = {d.comparison: d for d in decisions if d.winner is not None}
     rows = []
     for comparison in comparisons_with_texts(comparison_ids=decided).iterator(chunk_size=2000):

@@ -245,7 +245,7 @@ def test_pairwise_dawid_skene_reads_posteriors_by_label():
                   PairVote(c, "u3", "tie" if c % 2 else winner)]
     votes += [PairVote(99, "u1", "tie"), PairVote(99, "u2", "both_bad")]
     decisions, params = agg.aggregate_pairwise("dawid_skene", votes)
-    assert params["n_iter"] == 100
+    assert params["n_iter"] == 500
     # No directional vote: P(A) vs P(B) would only echo the prior, so it stays undecided.
     assert decisions.pop().winner is None
     assert [d.winner for d in decisions] == ["B" if c % 3 else "A" for c in range(30)]
@@ -274,7 +274,7 @@ def test_pairwise_params_resolve_defaults_and_reject_unknown_keys():
     assert agg.pairwise_params("bradley_terry", {"prior_precision": "2"}) == {
         "margin_max": 3.0, "prior_precision": 2.0}
     assert agg.pairwise_params("dawid_skene", None) == agg.pairwise_params(
-        "dawid_skene", {"n_iter": 100, "tol": 1e-5, "margin_max": 3})
+        "dawid_skene", {"n_iter": 500, "tol": 1e-5, "margin_max": 3})
     with pytest.raises(ValueError, match="unknown parameter"):
         agg.pairwise_params("majority", {"beta": 1})
     with pytest.raises(ValueError, match="unknown method"):

@@ -17,7 +17,7 @@ from django.core.management.base import CommandError
 
 from annotation.errors import ApplicationError
 from annotation.models import Comparison, Judgment, Snapshot
-from annotation.selectors.snapshots import annotator_gold_counts
+from annotation.selectors.snapshots import annotator_gold_counts, snapshot_gold_votes
 from annotation.services import assignment_issue_next, judgment_submit, judgment_supersede
 from annotation.services.snapshots import (
     snapshot_create,
@@ -225,6 +225,47 @@ def test_gold_counts_use_the_tolerance_and_gold_weighting_overrules_the_contrari
     assert correct(majority) == 0
     assert correct(weighted) == 6
     assert all(r["agreement"] == pytest.approx(0.4, abs=1e-6) for r in weighted)
+
+
+def test_gold_votes_are_the_calibration_judgments_with_what_each_gold_accepts(
+    contrarian_crowd,
+):
+    campaign, regular, truth, users = contrarian_crowd
+    votes, gold = snapshot_gold_votes(campaign=campaign)
+    calibration = Comparison.objects.filter(campaign=campaign, gold_choice__isnull=False)
+    tolerant = calibration.get(gold_accepts=["A", "tie"])
+    assert gold == {c.pk: (("A", "tie") if c.pk == tolerant.pk else (c.gold_choice,))
+                    for c in calibration}
+    assert len(votes) == 5 * len(gold)  # every annotator judged every gold item once
+    assert {v.comparison for v in votes} == set(gold)  # no regular item, no re-show
+    assert {v.annotator for v in votes} == {u.pk for u in users}
+    assert [v for v in votes if v.annotator == users[0].pk and v.comparison == tolerant.pk
+            ][0].choice == "tie"
+
+
+def test_gold_anchored_dawid_skene_overrules_a_contrarian_majority_that_plain_ds_follows(
+    contrarian_crowd, caplog,
+):
+    """Three contrarians always pick the wrong side, two annotators the right one. Plain DS
+    takes the majority as the truth; anchored on the four gold items, the contrarians' confusion
+    matrices show them inverted, so their votes point the right way."""
+    campaign, regular, truth, _ = contrarian_crowd
+    texts = {c.pk: {"A": c.response_a.text, "B": c.response_b.text} for c in regular}
+
+    def correct(rows: list[dict]) -> int:
+        return sum(r["chosen"][0]["content"] == texts[r["comparison_id"]][truth[r["comparison_id"]]]
+                   for r in rows)
+
+    anchored = snapshot_create(campaign=campaign, method="dawid_skene")
+    plain = snapshot_create(campaign=campaign, method="dawid_skene_plain")
+    assert anchored.params == plain.params == {"margin_max": 3.0, "n_iter": 500, "tol": 1e-5}
+    assert anchored.content_hash != plain.content_hash
+    anchored_rows, plain_rows = snapshot_rows(anchored), snapshot_rows(plain)
+    assert {r["comparison_id"] for r in anchored_rows} <= {c.pk for c in regular}
+    assert len(anchored_rows) == len(plain_rows) == 6
+    assert correct(plain_rows) == 0
+    assert correct(anchored_rows) == 6
+    assert "did not converge" not in caplog.text
 
 
 def test_gold_weighting_without_gold_and_empty_campaigns_are_refused(judged):
