@@ -61,8 +61,9 @@ class CampaignAdmin(admin.ModelAdmin):
         form = ImportUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                result = comparisons_import_file(campaign=form.cleaned_data["campaign"],
-                                                 source=form.cleaned_data["file"])
+                result = comparisons_import_file(
+                    campaign=form.cleaned_data["campaign"], source=form.cleaned_data["file"],
+                    skip_invalid=form.cleaned_data.get("skip_invalid", False))
             except importers.ImportFileError as exc:
                 for error in exc.errors[: importers.MAX_ERRORS_REPORTED]:
                     form.add_error("file", error)
@@ -70,9 +71,15 @@ class CampaignAdmin(admin.ModelAdmin):
                 self.message_user(
                     request,
                     f"Imported {result.comparisons} comparisons ({result.calibration} "
-                    f"calibration) from {result.prompts} prompts.",
+                    f"calibration) from {result.prompts} prompts; {result.labels} source "
+                    f"labels kept.",
                     messages.SUCCESS,
                 )
+                for warning in result.warnings:
+                    self.message_user(request, warning, messages.WARNING)
+                for reject in result.rejects[: importers.MAX_ERRORS_REPORTED]:
+                    self.message_user(request, f"Skipped line {reject.line}, field "
+                                      f"'{reject.field}': {reject.message}", messages.WARNING)
                 return redirect("admin:annotation_campaign_changelist")
         context = {**self.admin_site.each_context(request), "form": form,
                    "title": "Import comparisons", "opts": self.model._meta}

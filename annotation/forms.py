@@ -48,6 +48,9 @@ class SkipForm(forms.Form):
 class ImportUploadForm(forms.Form):
     campaign = forms.ModelChoiceField(queryset=None)
     file = forms.FileField(help_text="JSONL, CSV, or a .parquet/.arrow dataset file.")
+    skip_invalid = forms.BooleanField(
+        required=False, help_text="Import the valid rows and list the refused ones, instead of "
+        "refusing the whole file.")
 
     def __init__(self, *args, **kwargs) -> None:
         from annotation.models import Campaign

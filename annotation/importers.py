@@ -13,6 +13,30 @@ and the field, so an import is all-or-nothing. Accepted fields per row:
   calibration item; optional ``kind`` (regular, calibration, eval), ``category``, ``id``,
   ``source``.
 
+Source labels: a row that says which response its source preferred keeps that preference (the
+service writes it as the judgment of a ``dataset`` annotator for the source). Accepted forms:
+
+- ``chosen`` + ``rejected``: ``chosen`` is preferred (canonical A);
+- ``responses`` + ``label``: a choice among A, B, tie, both_bad (two responses only, A being
+  ``responses[0]``), or the 0-based index of the preferred response (an integer, or digits in
+  CSV): with n responses, the indexed one wins each of its n - 1 pairs and the other pairs carry
+  no label. ``label`` together with ``chosen``/``rejected`` is refused (they already say it).
+
+Only regular rows keep a label: a calibration row's label is its ``gold``, and an eval row's
+judgments measure a policy, so ``label`` on those is refused and ``chosen``/``rejected`` there
+keep the texts only.
+
+Every other field is kept as it came on the prompt (``ImportRow.extra``, stored in
+``Prompt.extra``), never dropped: the service names them in a warning. ``context`` (retrieved
+passages: a string or a list of strings) is shown to annotators in a collapsible panel. Values
+JSON cannot hold are converted: NaN and infinities become null, other types (dates, bytes from
+a dataset) their text.
+
+Skipping invalid rows: every ``parse_*`` function takes ``rejects``; when a list is given, a row
+that fails validation is appended to it as a ``Rejected`` (line, field, message, raw row) and
+the valid rows are returned, instead of the whole file being refused. Errors of the file itself
+(size, row limit, an unreadable dataset, a CSV the reader loses its place in) still refuse it.
+
 Hostile input is refused row by row, never by a crash: every string (keys and values, at any
 depth) is checked for NUL and lone surrogates, which PostgreSQL cannot store; JSON nesting is
 capped before parsing; a CSV line the ``csv`` module cannot read ends the parse with its line
@@ -24,6 +48,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +59,11 @@ from typing import Any
 from annotation.choices import CHOICES
 
 KINDS = ("regular", "calibration", "eval")
+# Fields with a meaning here; every other field of a row goes to ImportRow.extra.
+KNOWN_FIELDS = frozenset({"prompt", "responses", "chosen", "rejected", "gold", "accepts", "kind",
+                          "category", "id", "source", "label"})
+# The extra field shown to annotators (retrieved passages).
+CONTEXT_FIELD = "context"
 ROLES = ("system", "user", "assistant")
 MAX_RESPONSES = 8
 MAX_ERRORS_REPORTED = 20
@@ -82,13 +112,38 @@ class ImportRow:
     external_id: str = ""
     source: str = ""
     pairs: list[tuple[int, int]] = field(default_factory=list)
+    # The source's preference per pair (index into ``pairs`` -> canonical choice).
+    labels: dict[int, str] = field(default_factory=dict)
+    # Fields Gaplab has no column for, JSON-safe (see the module docstring).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row refused under skip-invalid: where, why, and the row as it came."""
+
+    line: int
+    field: str
+    message: str
+    row: Any
+
+    def as_json(self) -> str:
+        """One JSON line; ``ensure_ascii`` so unstorable characters survive as escapes."""
+        return json.dumps({"line": self.line, "field": self.field, "message": self.message,
+                           "row": self.row}, ensure_ascii=True, default=str)
 
 
 class _RowError(Exception):
-    def __init__(self, field_name: str, message: str) -> None:
+    def __init__(self, field_name: str, message: str, *, raw: Any = None,
+                 fatal: bool = False) -> None:
         super().__init__(message)
         self.field_name = field_name
         self.message = message
+        # The line's text when it never became a record (invalid JSON): what a reject keeps.
+        self.raw = raw
+        # The reader lost its place in the file: later rows cannot be told apart, so even
+        # skip-invalid refuses the file.
+        self.fatal = fatal
 
 
 def _escape_unstorable(text: str) -> str:
@@ -245,6 +300,54 @@ def _optional_str(record: dict[str, Any], key: str, limit: int) -> str:
     return value
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON that PostgreSQL's jsonb stores: NaN/inf -> null, odd types -> text."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        # jsonb refuses NaN and infinities; in a dataset column NaN means "missing".
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def _parse_context(value: Any) -> None:
+    if isinstance(value, str):
+        return
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return
+    raise _RowError(CONTEXT_FIELD, "must be a string or a list of strings (passages)")
+
+
+def _parse_label(record: dict[str, Any], *, n_responses: int, kind: str,
+                 pairs: list[tuple[int, int]]) -> dict[int, str]:
+    """The source's preference per pair index, from ``label`` (see the module docstring)."""
+    label = record.get("label")
+    if label in (None, ""):
+        return {}
+    if kind != "regular":
+        raise _RowError("label", f"only regular rows keep a source label, not {kind} "
+                                 "(a calibration row's label is its gold)")
+    if isinstance(label, str) and label.strip().isdigit():
+        label = int(label.strip())
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        raise _RowError("label", "must be a choice (A, B, tie, both_bad) or a response index")
+    if isinstance(label, str):
+        if label not in CHOICES:
+            raise _RowError("label", f"is {_show(label)}; use one of {', '.join(CHOICES)} "
+                                     "or a response index")
+        if n_responses != 2:
+            raise _RowError("label", "a choice needs exactly two responses; give an index")
+        return {0: label}
+    if not 0 <= label < n_responses:
+        raise _RowError("label", f"is {label}; a 0-based index below {n_responses}")
+    return {k: ("A" if i == label else "B")
+            for k, (i, j) in enumerate(pairs) if label in (i, j)}
+
+
 def parse_record(record: Any, line: int) -> ImportRow:
     """Validate one record (a dict from any format) into an ImportRow; raise _RowError."""
     if isinstance(record, _RowError):  # the reader could not turn this line into a record
@@ -255,6 +358,10 @@ def parse_record(record: Any, line: int) -> ImportRow:
     has_pair = "chosen" in record or "rejected" in record
     if has_pair and "responses" in record:
         raise _RowError("responses", "give either responses or chosen/rejected, not both")
+    if has_pair and record.get("label") not in (None, ""):
+        raise _RowError("label", "chosen/rejected already say which response is preferred")
+    if record.get(CONTEXT_FIELD) is not None:
+        _parse_context(record[CONTEXT_FIELD])
     if has_pair:
         chosen, rejected = record.get("chosen"), record.get("rejected")
         for key, value in (("chosen", chosen), ("rejected", rejected)):
@@ -303,18 +410,28 @@ def parse_record(record: Any, line: int) -> ImportRow:
         raise _RowError("gold", "a calibration item needs a gold choice")
     if kind != "calibration" and gold is not None:
         raise _RowError("gold", f"only calibration items carry gold, not {kind}")
+    pairs = list(combinations(range(len(responses)), 2))
+    if has_pair:
+        labels = {0: "A"} if kind == "regular" else {}
+    else:
+        labels = _parse_label(record, n_responses=len(responses), kind=kind, pairs=pairs)
     return ImportRow(
         line=line, turns=turns, responses=responses, kind=kind, gold=gold,
         accepts=tuple(accepts) or ((gold,) if gold else ()),
         category=_optional_str(record, "category", 100),
         external_id=_optional_str(record, "id", 200),
         source=_optional_str(record, "source", 300),
-        pairs=list(combinations(range(len(responses)), 2)),
+        pairs=pairs, labels=labels,
+        # A null field says nothing (a dataset column this row lacks); everything else is kept.
+        extra={str(k): _json_safe(v) for k, v in record.items()
+               if k not in KNOWN_FIELDS and v is not None},
     )
 
 
 def _validate_all(records: Iterable[tuple[int, Any]], *, max_rows: int,
-                  unit: str = "line") -> list[ImportRow]:
+                  unit: str = "line", rejects: list[Rejected] | None = None) -> list[ImportRow]:
+    """Validate every record; refuse the file on any bad row, or, with ``rejects``, collect
+    the bad rows there and return the good ones (a fatal reader error still refuses)."""
     rows: list[ImportRow] = []
     errors: list[str] = []
     failed = 0
@@ -325,13 +442,26 @@ def _validate_all(records: Iterable[tuple[int, Any]], *, max_rows: int,
             rows.append(parse_record(record, line))
         except _RowError as exc:
             failed += 1
+            message = f"{unit} {line}, field '{exc.field_name}': {exc.message}"
+            if rejects is not None and not exc.fatal:
+                raw = exc.raw if exc.raw is not None else record
+                rejects.append(Rejected(line=line, field=exc.field_name, message=exc.message,
+                                        row=None if isinstance(raw, _RowError) else raw))
+                continue
+            if rejects is not None:  # fatal: the rest of the file cannot be read
+                raise ImportFileError([message]) from exc
             if len(errors) < MAX_ERRORS_KEPT:
-                errors.append(f"{unit} {line}, field '{exc.field_name}': {exc.message}")
-    if failed > len(errors):
+                errors.append(message)
+    if failed > len(errors) and rejects is None:
         errors.append(f"and {failed - len(errors)} more {unit}s with errors")
     if errors:
         raise ImportFileError(errors)
     if not rows:
+        if rejects:
+            shown = [f"{unit} {r.line}, field '{r.field}': {r.message}"
+                     for r in rejects[:MAX_ERRORS_KEPT]]
+            raise ImportFileError([f"the file holds no valid rows ({len(rejects)} refused)",
+                                   *shown])
         raise ImportFileError(["the file holds no rows"])
     return rows
 
@@ -372,18 +502,21 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Any]]:
             continue
         deep_key = _json_too_deep(line)
         if deep_key is not None:
-            yield line_no, _RowError(deep_key, f"is nested deeper than {MAX_DEPTH} levels")
+            yield line_no, _RowError(deep_key, f"is nested deeper than {MAX_DEPTH} levels",
+                                     raw=line)
             continue
         try:
             yield line_no, json.loads(line)
         except json.JSONDecodeError as exc:
-            yield line_no, _RowError("(json)", f"invalid JSON ({exc.msg}, column {exc.colno})")
+            yield line_no, _RowError("(json)", f"invalid JSON ({exc.msg}, column {exc.colno})",
+                                     raw=line)
         except RecursionError:  # backstop: _json_too_deep should have caught it
-            yield line_no, _RowError("(json)", "invalid JSON (nested too deeply)")
+            yield line_no, _RowError("(json)", "invalid JSON (nested too deeply)", raw=line)
         except ValueError:
             # The one other ValueError json.loads raises: an integer longer than
             # sys.get_int_max_str_digits() (CVE-2020-10735).
-            yield line_no, _RowError("(json)", "invalid JSON (a number has too many digits)")
+            yield line_no, _RowError("(json)", "invalid JSON (a number has too many digits)",
+                                     raw=line)
 
 
 class _LineTap:
@@ -442,14 +575,15 @@ def _csv_records(text: str) -> Iterator[tuple[int, Any]]:
         header = next(reader, None)
     except csv.Error as exc:
         yield 1, _RowError(_csv_column_over_limit("".join(tap.taken), []),
-                           f"the header cannot be read as CSV ({exc})")
+                           f"the header cannot be read as CSV ({exc})", fatal=True)
         return
     if header is None:
         return
     for index, name in enumerate(header):
         bad = _UNSTORABLE.search(name)
         if bad:
-            yield 1, _RowError(f"header column {index + 1}", _unstorable_message(name, bad.start()))
+            yield 1, _RowError(f"header column {index + 1}",
+                               _unstorable_message(name, bad.start()), fatal=True)
             return
     start = reader.line_num + 1
     while True:
@@ -460,7 +594,8 @@ def _csv_records(text: str) -> Iterator[tuple[int, Any]]:
             return
         except csv.Error as exc:
             yield start, _RowError(_csv_column_over_limit("".join(tap.taken), header),
-                                   f"cannot be read as CSV ({exc})")
+                                   f"cannot be read as CSV ({exc})", raw="".join(tap.taken),
+                                   fatal=True)
             return
         line, start = start, reader.line_num + 1
         if not values:  # a blank line, as csv.DictReader skips it
@@ -469,30 +604,33 @@ def _csv_records(text: str) -> Iterator[tuple[int, Any]]:
         try:
             _check_strings(raw)
         except _RowError as exc:
+            exc.raw = raw
             yield line, exc
             continue
         record: dict[str, Any] = {}
-        responses = [raw[key] for key in sorted(k for k in raw if k.startswith("response_"))
-                     if raw[key]]
+        response_keys = sorted(k for k in raw if k.startswith("response_"))
+        responses = [raw[key] for key in response_keys if raw[key]]
         if responses:
             record["responses"] = responses
-        for key in ("prompt", "chosen", "rejected", "gold", "accepts", "kind", "category", "id",
-                    "source"):
-            if raw.get(key):
-                record[key] = raw[key]
+        # Known columns when filled; every other non-empty column is an extra field, kept.
+        for key, value in raw.items():
+            if value and key not in response_keys:
+                record[key] = value
         yield line, record
 
 
-def parse_text(text: str, *, fmt: str, max_rows: int) -> list[ImportRow]:
+def parse_text(text: str, *, fmt: str, max_rows: int,
+               rejects: list[Rejected] | None = None) -> list[ImportRow]:
     """Parse JSONL or CSV text; raise ImportFileError naming every bad line and field."""
     if fmt == "jsonl":
-        return _validate_all(_jsonl_records(text), max_rows=max_rows)
+        return _validate_all(_jsonl_records(text), max_rows=max_rows, rejects=rejects)
     if fmt == "csv":
-        return _validate_all(_csv_records(text), max_rows=max_rows)
+        return _validate_all(_csv_records(text), max_rows=max_rows, rejects=rejects)
     raise ImportFileError([f"unknown format {_show(fmt)}; use jsonl, csv or dataset"])
 
 
-def parse_dataset(path: Path, *, max_rows: int, name: str | None = None) -> list[ImportRow]:
+def parse_dataset(path: Path, *, max_rows: int, name: str | None = None,
+                  rejects: list[Rejected] | None = None) -> list[ImportRow]:
     """Parse a Hugging Face dataset saved with ``save_to_disk`` (or a .parquet/.arrow file).
 
     ``name`` is what errors call the file (an upload's own name); the path, which may be a
@@ -527,7 +665,7 @@ def parse_dataset(path: Path, *, max_rows: int, name: str | None = None) -> list
         # file's fault, and must be a 400, not a 500.
         detail = _SERVER_PATH.sub("<path>", str(exc).replace(str(path), name))
         raise ImportFileError([f"{name}: cannot read the dataset ({detail[:300]})"]) from exc
-    return _validate_all(records, max_rows=max_rows, unit="row")
+    return _validate_all(records, max_rows=max_rows, unit="row", rejects=rejects)
 
 
 def detect_format(name: str) -> str:
@@ -539,7 +677,8 @@ def detect_format(name: str) -> str:
     return "dataset"
 
 
-def parse_path(path: Path, *, fmt: str | None, max_bytes: int, max_rows: int) -> list[ImportRow]:
+def parse_path(path: Path, *, fmt: str | None, max_bytes: int, max_rows: int,
+               rejects: list[Rejected] | None = None) -> list[ImportRow]:
     """Parse a file or dataset folder, enforcing the size limit before reading it."""
     path = Path(path)
     if not path.exists():
@@ -552,11 +691,13 @@ def parse_path(path: Path, *, fmt: str | None, max_bytes: int, max_rows: int) ->
     if size > max_bytes:
         raise ImportFileError([f"{path.name} is {size} bytes; the limit is {max_bytes}"])
     if fmt == "dataset":
-        return parse_dataset(path, max_rows=max_rows)
-    return parse_bytes(path.read_bytes(), fmt=fmt, max_bytes=max_bytes, max_rows=max_rows)
+        return parse_dataset(path, max_rows=max_rows, rejects=rejects)
+    return parse_bytes(path.read_bytes(), fmt=fmt, max_bytes=max_bytes, max_rows=max_rows,
+                       rejects=rejects)
 
 
-def parse_bytes(data: bytes, *, fmt: str, max_bytes: int, max_rows: int) -> list[ImportRow]:
+def parse_bytes(data: bytes, *, fmt: str, max_bytes: int, max_rows: int,
+                rejects: list[Rejected] | None = None) -> list[ImportRow]:
     """Parse JSONL or CSV bytes. Bytes that are not UTF-8 are reported per line and field.
 
     Decoding with ``surrogateescape`` turns each bad byte into a lone surrogate, which the
@@ -565,18 +706,19 @@ def parse_bytes(data: bytes, *, fmt: str, max_bytes: int, max_rows: int) -> list
     if len(data) > max_bytes:
         raise ImportFileError([f"the upload is {len(data)} bytes; the limit is {max_bytes}"])
     text = data.decode("utf-8-sig", errors="surrogateescape")
-    return parse_text(text, fmt=fmt, max_rows=max_rows)
+    return parse_text(text, fmt=fmt, max_rows=max_rows, rejects=rejects)
 
 
-def parse_upload(upload: Any, *, fmt: str | None, max_bytes: int,
-                 max_rows: int) -> list[ImportRow]:
+def parse_upload(upload: Any, *, fmt: str | None, max_bytes: int, max_rows: int,
+                 rejects: list[Rejected] | None = None) -> list[ImportRow]:
     """Parse an uploaded file (Django UploadedFile); datasets go through a temporary file."""
     if upload.size > max_bytes:
         raise ImportFileError([f"the upload is {upload.size} bytes; the limit is {max_bytes}"])
     name = Path(upload.name or "upload").name
     fmt = fmt or detect_format(name)
     if fmt != "dataset":
-        return parse_bytes(upload.read(), fmt=fmt, max_bytes=max_bytes, max_rows=max_rows)
+        return parse_bytes(upload.read(), fmt=fmt, max_bytes=max_bytes, max_rows=max_rows,
+                           rejects=rejects)
     import tempfile
 
     suffix = Path(name).suffix
@@ -584,4 +726,4 @@ def parse_upload(upload: Any, *, fmt: str | None, max_bytes: int,
         for chunk in upload.chunks():
             tmp.write(chunk)
         tmp.flush()
-        return parse_dataset(Path(tmp.name), max_rows=max_rows, name=name)
+        return parse_dataset(Path(tmp.name), max_rows=max_rows, name=name, rejects=rejects)

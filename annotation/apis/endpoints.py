@@ -59,6 +59,9 @@ class ComparisonNextApi(APIView):
         right = serializers.CharField(source="right_text")
         criteria = serializers.ListField(child=serializers.CharField())
         expires_at = serializers.CharField()
+        context = serializers.ListField(
+            child=serializers.CharField(),
+            help_text="Passages the prompt came with (markdown); empty when none.")
 
     @extend_schema(request=None, responses={200: OutputSerializer, 204: None,
                                             **error_responses(400, 403, 409)})
@@ -165,7 +168,13 @@ class JudgmentListApi(APIView):
 
 
 class ComparisonImportApi(APIView):
-    """Upload a JSONL, CSV or dataset (.parquet/.arrow) file; all rows import or none do."""
+    """Upload a JSONL, CSV or dataset (.parquet/.arrow) file; all rows import or none do.
+
+    With ``skip_invalid`` the valid rows import and the refused ones come back in ``rejects``
+    (line, field, message; the first 100). A row's own preference (chosen/rejected, label) is
+    kept as the labels of a dataset annotator: ``source`` when given, else each row's
+    ``source``, else the file's name.
+    """
 
     permission_classes = [IsAdminOrResearcher]
     parser_classes = [MultiPartParser]
@@ -174,23 +183,39 @@ class ComparisonImportApi(APIView):
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField()
         format = serializers.ChoiceField(choices=["jsonl", "csv", "dataset"], required=False)
+        skip_invalid = serializers.BooleanField(default=False)
+        source = serializers.CharField(required=False, max_length=300)
+
+    class RejectSerializer(serializers.Serializer):
+        line = serializers.IntegerField()
+        field = serializers.CharField()
+        message = serializers.CharField()
 
     @extend_schema(
         request={"multipart/form-data": InputSerializer},
         responses={201: inline_serializer("ImportResult", {
             "prompts": serializers.IntegerField(), "responses": serializers.IntegerField(),
             "comparisons": serializers.IntegerField(), "calibration": serializers.IntegerField(),
+            "labels": serializers.IntegerField(),
+            "label_sources": serializers.DictField(child=serializers.IntegerField()),
+            "extra_fields": serializers.DictField(child=serializers.IntegerField()),
+            "warnings": serializers.ListField(child=serializers.CharField()),
+            "rejected": serializers.IntegerField(),
+            "rejects": RejectSerializer(many=True),
         }), **error_responses(400)},
     )
     def post(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        v = data.validated_data
         result = comparisons_import_file(
-            campaign=campaign, source=data.validated_data["file"],
-            fmt=data.validated_data.get("format"),
+            campaign=campaign, source=v["file"], fmt=v.get("format"),
+            skip_invalid=v["skip_invalid"], label_source=v.get("source"),
         )
-        return Response(result.__dict__, status=status.HTTP_201_CREATED)
+        body = {**result.__dict__, "rejected": result.rejected,
+                "rejects": self.RejectSerializer(result.rejects[:100], many=True).data}
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class _ExportOutputSerializer(serializers.ModelSerializer):

@@ -6,13 +6,14 @@ see: it returns screen-ordered texts and nothing else (no kind, no gold, no cano
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from annotation.importers import CONTEXT_FIELD
 from annotation.models import Assignment, Campaign, Comparison, Judgment
 
 
@@ -26,12 +27,24 @@ class AnnotatorView:
     right_text: str
     criteria: list[str]
     expires_at: str
+    # Passages the prompt came with (an imported ``context`` field), shown in a collapsible
+    # panel; [] when none. Read from the prompt whatever the comparison's kind, so a
+    # calibration item on a prompt with context shows the same panel as a regular one.
+    context: list[str] = field(default_factory=list)
+
+
+def prompt_context(extra: dict | None) -> list[str]:
+    """The prompt's ``context`` as a list of non-blank passages (a string is one passage)."""
+    value = (extra or {}).get(CONTEXT_FIELD)
+    passages = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return [p for p in passages if isinstance(p, str) and p.strip()]
 
 
 def comparison_for_annotator(*, assignment: Assignment) -> AnnotatorView:
     comparison = (
         Comparison.objects.select_related("prompt", "response_a", "response_b", "campaign")
-        .only("prompt__turns", "response_a__text", "response_b__text", "campaign__criteria")
+        .only("prompt__turns", "prompt__extra", "response_a__text", "response_b__text",
+              "campaign__criteria")
         .get(pk=assignment.comparison_id)
     )
     a, b = comparison.response_a.text, comparison.response_b.text
@@ -40,6 +53,7 @@ def comparison_for_annotator(*, assignment: Assignment) -> AnnotatorView:
         token=str(assignment.token), turns=comparison.prompt.turns, left_text=left,
         right_text=right, criteria=list(comparison.campaign.criteria),
         expires_at=assignment.expires_at.isoformat(),
+        context=prompt_context(comparison.prompt.extra),
     )
 
 

@@ -13,6 +13,7 @@ from annotation.calibration import gold_correct, reshow_consistent, transitive
 from annotation.choices import CHOICE_CODES
 from annotation.models import Campaign, Comparison, Judgment
 from annotation.quality import JudgmentFrame
+from annotation.selectors.sources import dataset_annotator_ids
 
 # The response feature that says whether a response agrees with the user's stated belief
 # (set by worlds with sycophancy probes; evaluation/worlds).
@@ -28,9 +29,14 @@ class CampaignFrame:
 
 
 def judgment_frame(*, campaign: Campaign) -> CampaignFrame:
-    """Current (not superseded) judgments of the campaign in chronological order."""
+    """Current (not superseded) judgments of the campaign's people in chronological order.
+
+    Dataset annotators (an import's own labels) are left out: they are not the people whose
+    quality, biases and drift the frame feeds (``annotation.selectors.sources``).
+    """
     rows = list(
         Judgment.objects.filter(campaign=campaign, superseded_by__isnull=True)
+        .exclude(annotator_id__in=dataset_annotator_ids())
         .annotate(len_a=Length("comparison__response_a__text"),
                   len_b=Length("comparison__response_b__text"))
         .order_by("created_at", "id")

@@ -75,8 +75,8 @@ def _release(comparison_id: int, n: int = 1) -> None:
 _SHUFFLE_MODULUS = 2_147_483_647
 
 
-def _lock_annotator(*, annotator: AbstractBaseUser) -> str | None:
-    """Lock the annotator's user row for this transaction; return their profile status.
+def _lock_annotator(*, annotator: AbstractBaseUser) -> tuple[str | None, str | None]:
+    """Lock the annotator's user row for this transaction; return their profile status, kind.
 
     One annotator's claims are serialised here: two tabs or a client retry would otherwise both
     find no live assignment and both insert one, and the second insert of the same calibration
@@ -92,9 +92,9 @@ def _lock_annotator(*, annotator: AbstractBaseUser) -> str | None:
     rows = list(
         User.objects.select_for_update(no_key=True, of=("self",))
         .filter(pk=annotator.pk)
-        .values_list("id", "annotator_profile__status")
+        .values_list("id", "annotator_profile__status", "annotator_profile__kind")
     )
-    return rows[0][1] if rows else None
+    return (rows[0][1], rows[0][2]) if rows else (None, None)
 
 
 def _lock_open_regular(*, campaign: Campaign,
@@ -155,8 +155,12 @@ def _pick_calibration(*, campaign: Campaign, annotator: AbstractBaseUser,
 def _issue(*, campaign: Campaign, annotator: AbstractBaseUser, now: datetime,
            rng: random.Random) -> Assignment | None:
     with transaction.atomic():
-        if _lock_annotator(annotator=annotator) == AnnotatorProfile.Status.PAUSED:
+        status, kind = _lock_annotator(annotator=annotator)
+        if status == AnnotatorProfile.Status.PAUSED:
             raise ForbiddenError("Your annotation is paused; an admin has been told.")
+        if kind == AnnotatorProfile.Kind.DATASET:
+            # An import's own labels: they are written by the import, never claimed.
+            raise ForbiddenError("A dataset's labels receive no work.")
         # Re-checked under the lock: a parallel call of this annotator that held the lock
         # first has committed its assignment by now, and this call returns the same one.
         live = assignment_live_for_annotator(campaign=campaign, annotator=annotator, now=now)
@@ -213,7 +217,7 @@ def assignment_issue_next(
     annotator); when regular work runs out, no calibration item is issued alone. Every draw
     runs the same statements at the same cost, so timing does not tell gold items apart.
     Raises ConflictError when the campaign is closed and ForbiddenError when the annotator is
-    paused.
+    paused or is a dataset's labels (``AnnotatorProfile.Kind.DATASET``).
     """
     now = now or timezone.now()
     rng = rng or _system_random

@@ -22,12 +22,18 @@ from django.utils import timezone
 
 from annotation.errors import RateLimitedError
 from annotation.models import Campaign, JobStatus, PreferenceExport, Snapshot
+from annotation.selectors.sources import SOURCES_ALL
 from annotation.services.jobs import job_enqueue, job_fail, job_heartbeat, job_start, job_succeed
 from annotation.services.snapshots import snapshot_rows_build
 
 
-def preferences_write(*, campaign: Campaign, out: Path, fmt: str) -> int:
+def preferences_write(*, campaign: Campaign, out: Path, fmt: str,
+                      sources: str = SOURCES_ALL) -> int:
     """Write the campaign's majority-vote preferences to ``out``; return the row count.
+
+    ``sources`` (``all``, ``people``, ``dataset``; see ``snapshot_rows_build``): an export
+    takes everything by default, so one made right after importing a ``chosen``/``rejected``
+    file holds the file's own preferences.
 
     An export is a written-out majority snapshot: the rows come from the snapshot builder
     (``snapshot_rows_build``), so the two can never disagree. It may be empty (a snapshot may
@@ -36,7 +42,8 @@ def preferences_write(*, campaign: Campaign, out: Path, fmt: str) -> int:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows, _ = snapshot_rows_build(campaign=campaign, method=Snapshot.Method.MAJORITY)
+    rows, _ = snapshot_rows_build(campaign=campaign, method=Snapshot.Method.MAJORITY,
+                                  sources=sources)
     if fmt == PreferenceExport.Format.JSONL:
         tmp = out.with_name(out.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as fh:

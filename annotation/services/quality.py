@@ -180,9 +180,13 @@ def _pause_if_evidence_since_unpause(*, campaign: Campaign, annotator_id: int) -
 
 
 def comparison_redundancy_adapt(*, comparison: Comparison, campaign: Campaign) -> bool:
-    """Ask for one more rater when a comparison's judgments disagree, up to the cap."""
+    """Ask for one more rater when the people's judgments on a comparison disagree, up to the cap.
+
+    An import's own label (a dataset annotator's judgment) is not a rater: left out.
+    """
     choices = list(
         Judgment.objects.filter(comparison=comparison, superseded_by__isnull=True)
+        .exclude(annotator__annotator_profile__kind=AnnotatorProfile.Kind.DATASET)
         .values_list("choice", flat=True)
     )
     wanted = comparison.target_overlap or campaign.overlap

@@ -40,6 +40,12 @@ from annotation.selectors.snapshots import (
     snapshot_gold_votes,
     snapshot_votes,
 )
+from annotation.selectors.sources import (
+    SOURCES,
+    SOURCES_ALL,
+    SOURCES_DATASET,
+    dataset_annotator_ids,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -70,12 +76,20 @@ def snapshot_hash(*, header: bytes, body: bytes) -> str:
 
 def snapshot_rows_build(
     *, campaign: Campaign, method: str, params: dict[str, Any] | None = None,
+    sources: str = SOURCES_ALL,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Aggregate the campaign's current regular judgments; return (rows, resolved params).
 
-    Rows are ordered by comparison id. Raises ApplicationError for an unknown method or
-    parameter, and for gold_weighted when no annotator has a judgment on a gold item.
+    ``sources`` picks whose judgments count: ``all`` (people and imported dataset labels),
+    ``people`` or ``dataset`` (``annotation.selectors.sources``); any other than ``all`` is
+    recorded in the resolved params as ``sources`` (so ``all`` keeps the hashes snapshots had
+    before dataset labels existed). Rows are ordered by comparison id. Raises ApplicationError
+    for an unknown method, parameter or sources, and for gold_weighted when no annotator has a
+    judgment on a gold item.
     """
+    if sources not in SOURCES:
+        raise ApplicationError(f"Unknown sources {sources!r}; choose from {', '.join(SOURCES)}.",
+                               extra={"field": "sources"})
     # pandas and scipy: imported where a snapshot is built, never by the web's URL conf.
     from annotation.aggregation import aggregate_pairwise_fit, pairwise_params
 
@@ -84,6 +98,10 @@ def snapshot_rows_build(
     except ValueError as exc:
         raise ApplicationError(str(exc), extra={"field": "params"}) from exc
     votes = snapshot_votes(campaign=campaign)
+    if sources != SOURCES_ALL:
+        dataset = dataset_annotator_ids()
+        votes = [v for v in votes if (v.annotator in dataset) == (sources == SOURCES_DATASET)]
+        resolved = {**resolved, "sources": sources}
     comparison_ids = sorted({v.comparison for v in votes})
     items = comparison_response_ids(comparison_ids=comparison_ids) if method == "bradley_terry" \
         else None
@@ -132,21 +150,23 @@ def _write_atomically(path: Path, body: bytes) -> None:
 
 def snapshot_create(
     *, campaign: Campaign, method: str, created_by: AbstractBaseUser | None = None,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None, sources: str = SOURCES_ALL,
 ) -> Snapshot:
     """Aggregate the campaign with ``method`` and store the rows as a content-addressed snapshot.
 
     Idempotent: when a snapshot with the same content hash exists it is returned (and its file
     rewritten if it went missing), also under concurrent calls. Raises ApplicationError for an
-    unknown method or parameter, a gold-weighted snapshot without gold, or when no comparison
-    is decided (an empty training set is a mistake, not a snapshot).
+    unknown method, parameter or sources, a gold-weighted snapshot without gold, or when no
+    comparison is decided (an empty training set is a mistake, not a snapshot). ``sources``:
+    see ``snapshot_rows_build`` (default ``all``: people and imported dataset labels).
     """
     if method not in Snapshot.Method.values:
         raise ApplicationError(
             f"Unknown method {method!r}; choose from {', '.join(Snapshot.Method.values)}.",
             extra={"field": "method"},
         )
-    rows, resolved = snapshot_rows_build(campaign=campaign, method=method, params=params)
+    rows, resolved = snapshot_rows_build(campaign=campaign, method=method, params=params,
+                                         sources=sources)
     if not rows:
         raise ApplicationError(f"No comparison of {campaign.name} is decided by {method}; "
                                "nothing to snapshot.")
@@ -186,7 +206,11 @@ def snapshot_rows(snapshot: Snapshot) -> list[dict[str, Any]]:
     from annotation.aggregation import pairwise_params  # heavy: see snapshot_rows_build
 
     # Re-resolve: a JSON column may hand back 3.0 as 3, which would change the header's bytes.
-    params = pairwise_params(snapshot.method, snapshot.params)
+    stored = dict(snapshot.params)
+    sources = stored.pop("sources", None)  # not a method parameter (snapshot_rows_build)
+    params = pairwise_params(snapshot.method, stored)
+    if sources is not None:
+        params["sources"] = sources
     header = snapshot_header(campaign_name=snapshot.campaign.name, method=snapshot.method,
                              params=params)
     if snapshot_hash(header=header, body=body) != snapshot.content_hash:

@@ -235,7 +235,8 @@ def test_api_next_of_a_calibration_item_has_the_same_keys_and_no_gold(client_for
     first = client.post(f"/api/campaigns/{campaign.pk}/next/").json()
     a = Assignment.objects.get(token=first["token"])
     assert a.comparison.kind == "calibration"
-    assert set(first) == {"token", "turns", "left", "right", "criteria", "expires_at"}
+    assert set(first) == {"token", "turns", "left", "right", "criteria", "expires_at",
+                          "context"}
     body = str(first).lower()
     assert "gold" not in body and "calibration" not in body
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Campaign, PreferenceExport
+from annotation.selectors.sources import SOURCES, SOURCES_ALL
 from annotation.services.exports import preferences_write
 
 
@@ -17,10 +18,14 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=PreferenceExport.Format.values,
                             default=PreferenceExport.Format.JSONL,
                             help="jsonl, or dataset (a datasets.Dataset saved to a folder).")
+        parser.add_argument("--sources", choices=SOURCES, default=SOURCES_ALL,
+                            help="Whose judgments: all (default), people, or dataset (an "
+                                 "import's own labels).")
 
-    def handle(self, *args, campaign: str, out: Path, format: str, **options) -> None:
+    def handle(self, *args, campaign: str, out: Path, format: str, sources: str,
+               **options) -> None:
         target = Campaign.objects.filter(name=campaign).first()
         if target is None:
             raise CommandError(f"No campaign named {campaign!r}.")
-        count = preferences_write(campaign=target, out=out, fmt=format)
+        count = preferences_write(campaign=target, out=out, fmt=format, sources=sources)
         self.stdout.write(f"Wrote {count} preference rows to {out}.")
