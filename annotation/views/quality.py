@@ -124,10 +124,15 @@ def annotator_timeline(request: HttpRequest, campaign_id: int, username: str) ->
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     annotator = _annotator_or_404(username)
     timeline = sq.annotator_timeline(campaign=campaign, annotator=annotator)
+    row = sq.annotator_quality_row(campaign=campaign, annotator=annotator)
+    level = None if row is None else sq.accuracy_level(
+        n_gold=row.n_gold, ci_low=row.gold_ci_low, ci_high=row.gold_ci_high,
+        threshold=campaign.accuracy_threshold)
     return render(request, "quality/timeline.html", {
         "campaign": campaign,
         "annotator": annotator,
-        "row": sq.annotator_quality_row(campaign=campaign, annotator=annotator),
+        "row": row,
+        "level": level,
         "timeline": timeline,
         "chart": {**timeline.chart_data(), "threshold": campaign.accuracy_threshold},
         "alerts": sq.drift_alert_list(campaign=campaign, annotator=annotator, open_only=False),

@@ -458,6 +458,8 @@ def test_alert_onset_is_the_judgment_number_of_its_stream_row_on_chart_and_table
     assert markers["gold_error"]["alarm"] == alert.detected_judgment
     assert _cell(timeline, alert.pk, "onset").startswith(f"#{alert.onset_judgment} ")
     assert _cell(timeline, alert.pk, "alarm").startswith(f"#{alert.detected_judgment} ")
+    # The level (gold interval against the threshold, 0 here) is shown apart from the drift.
+    assert 'data-metric="level">above<' in timeline
     page = client_for("researcher").get(f"/quality/campaigns/{campaign.pk}/").content.decode()
     assert _cell(page, alert.pk, "onset").startswith(f"#{alert.onset_judgment} ")
 
