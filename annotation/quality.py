@@ -38,7 +38,7 @@ benchmarks use them to price an incremental path.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,7 +85,9 @@ class JudgmentFrame:
     for "does not apply": ``agree_diff`` (agreement-with-the-user's-belief feature of A minus B)
     outside sycophancy probes, ``gold_ok`` (1/0, tolerance already applied) outside gold items,
     ``consistent`` (1/0 against the annotator's own earlier answers) outside swapped re-shows and
-    transitivity closers. ``len_diff`` is len(A) - len(B) in characters.
+    transitivity closers. ``len_diff`` is len(A) - len(B) in characters. ``gold_label`` is the
+    choice code of the item's gold answer (``Comparison.gold_choice``) on calibration rows that
+    have one, -1 elsewhere; it is optional (default all -1, i.e. no gold anchor).
 
     Arrays are coerced to their dtypes on construction; a length mismatch raises ValueError.
     """
@@ -102,15 +104,19 @@ class JudgmentFrame:
     consistent: np.ndarray
     is_reshow: np.ndarray
     is_calibration: np.ndarray
+    gold_label: np.ndarray | None = None
 
     _DTYPES = {
         "annotator": np.int64, "item": np.int64, "choice": np.int64, "strength": np.int64,
         "a_on_left": bool, "seconds": np.float64, "len_diff": np.float64,
         "agree_diff": np.float64, "gold_ok": np.float64, "consistent": np.float64,
-        "is_reshow": bool, "is_calibration": bool,
+        "is_reshow": bool, "is_calibration": bool, "gold_label": np.int64,
     }
 
     def __post_init__(self) -> None:
+        if self.gold_label is None:  # optional: frames built before gold anchoring omit it
+            object.__setattr__(self, "gold_label",
+                               np.full(np.asarray(self.annotator).size, -1, np.int64))
         n = None
         for name, dtype in self._DTYPES.items():
             arr = np.ascontiguousarray(getattr(self, name), dtype=dtype).reshape(-1)
@@ -121,6 +127,8 @@ class JudgmentFrame:
                 raise ValueError(f"column {name!r} has {arr.shape[0]} rows, expected {n}")
         if n and (self.choice.min() < 0 or self.choice.max() >= N_CHOICES):
             raise ValueError("choice codes must be 0..3 (A, B, tie, both_bad)")
+        if n and (self.gold_label.min() < -1 or self.gold_label.max() >= N_CHOICES):
+            raise ValueError("gold labels must be -1 (none) or a choice code 0..3")
 
     def __len__(self) -> int:
         return int(self.annotator.shape[0])
@@ -156,8 +164,9 @@ def frame_from_records(records: Iterable[Mapping[str, Any]]) -> IndexedFrame:
     order of first appearance), ``choice`` ("A"/"B"/"tie"/"both_bad" or its code), ``strength``
     (1..3 or None), ``a_on_left``, ``seconds``, ``len_diff``; optional ``agree_diff``,
     ``gold_ok``, ``consistent`` (None, bool or float; None -> nan), ``is_reshow``,
-    ``is_calibration`` (default False). A/B choices with no strength get strength 1 (the weakest
-    preference), tie and both-bad always get 0. Raises ValueError on an unknown choice.
+    ``is_calibration`` (default False), ``gold_label`` (a choice or its code; None -> -1).
+    A/B choices with no strength get strength 1 (the weakest preference), tie and both-bad
+    always get 0. Raises ValueError on an unknown choice.
     """
     annotator_code: dict[Hashable, int] = {}
     item_code: dict[Hashable, int] = {}
@@ -183,6 +192,12 @@ def frame_from_records(records: Iterable[Mapping[str, Any]]) -> IndexedFrame:
         cols["consistent"].append(_opt_float(rec.get("consistent")))
         cols["is_reshow"].append(bool(rec.get("is_reshow", False)))
         cols["is_calibration"].append(bool(rec.get("is_calibration", False)))
+        gold = rec.get("gold_label")
+        if isinstance(gold, str):
+            if gold not in _CHOICE_CODE:
+                raise ValueError(f"unknown gold label {gold!r}")
+            gold = _CHOICE_CODE[gold]
+        cols["gold_label"].append(-1 if gold is None else int(gold))
     frame = JudgmentFrame(**{name: np.asarray(values) for name, values in cols.items()})
     return IndexedFrame(frame=frame, annotator_ids=list(annotator_code),
                         item_ids=list(item_code))
@@ -260,9 +275,13 @@ class DawidSkeneFit:
 
     ``items``: the item codes fitted (sorted). ``labels``: the choice codes that occur (sorted);
     columns of ``probas`` and the last two axes of ``errors`` follow it. ``probas[j, k]`` is the
-    posterior P(true label of items[j] = labels[k]); ``priors[k]`` the class prior;
-    ``errors[w, o, t]`` = P(annotator w answers labels[o] | true labels[t]) (zero where w never
-    answered labels[o], as in crowd-kit); ``n_iter`` the EM iterations run.
+    posterior P(true label of items[j] = labels[k]) (for an anchored item: 1 at its gold
+    label); ``priors[k]`` the class prior of the unanchored items; ``errors[w, o, t]`` =
+    P(annotator w answers labels[o] | true labels[t]) (zero where w never answered labels[o]
+    unless a pool prior is on, as in crowd-kit); ``n_iter`` the EM iterations run;
+    ``converged`` whether the stopping rule was met (False: stopped at the iteration cap, or,
+    under crowd-kit's rule, because its bound fell); ``anchored`` marks the items whose
+    posterior was clamped to their gold label (None: no anchor).
     """
 
     items: np.ndarray
@@ -271,6 +290,17 @@ class DawidSkeneFit:
     priors: np.ndarray
     errors: np.ndarray
     n_iter: int
+    converged: bool = True
+    anchored: np.ndarray | None = None
+
+    @property
+    def n_anchored(self) -> int:
+        return 0 if self.anchored is None else int(self.anchored.sum())
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What ``CampaignQuality.fits`` stores for this fit."""
+        return {"iterations": int(self.n_iter), "converged": bool(self.converged),
+                "anchored_items": self.n_anchored}
 
     def winners(self) -> np.ndarray:
         """Most probable choice code per fitted item (first label on exact ties, like pandas)."""
@@ -289,39 +319,105 @@ class DawidSkeneFit:
         return np.where(seen, comp, np.nan)
 
 
+DsStop = Literal["params", "crowdkit"]
+
+
 def dawid_skene(
     annotator: np.ndarray, item: np.ndarray, label: np.ndarray, *, n_annotators: int,
-    n_iter: int = 100, tol: float = 1e-5,
+    gold: np.ndarray | None = None, n_iter: int = 100, tol: float = 1e-5,
+    stop: DsStop = "params", pool_prior: float = 0.0, gold_init: bool = True,
+    truth: Sequence[int] | None = None,
 ) -> DawidSkeneFit:
-    """Fit Dawid-Skene by EM with the same steps, floors and stopping rule as crowd-kit 1.4.
+    """Fit Dawid-Skene by EM; with ``gold``, anchored on the items whose truth is known.
 
-    Initialisation by majority-vote shares; E-step in log space; M-step with crowd-kit's 1e-10
-    floor on observed (annotator, label) cells; stop when the per-row evidence lower bound (in
-    crowd-kit's form) improves by less than ``tol``. Written with ``np.bincount`` because
-    crowd-kit's pandas joins dominate a full recompute at scale (module docstring); the test
-    suite checks this against ``crowdkit.aggregation.DawidSkene`` on the same data.
+    Steps as crowd-kit 1.4: majority-vote initialisation, E-step in log space, M-step with
+    crowd-kit's 1e-10 floor on observed (annotator, label) cells. Written with ``np.bincount``
+    because crowd-kit's pandas joins dominate a full recompute at scale (module docstring).
+
+    * ``gold`` (per row; the gold choice code, -1 for none) anchors the fit (semi-supervised
+      EM): an item with a gold label keeps the posterior 1 at that label in every E-step, so
+      the annotators' answers on it count in their confusion matrices as answers to a known
+      truth, and no consensus can outvote it. The class prior is estimated on the unanchored
+      items only (gold items are drawn to a recipe, not from the campaign's mix).
+    * ``pool_prior`` > 0 puts a Dirichlet prior on each column errors[w, :, t] centred on the
+      pool's confusion column with that many pseudo-answers, so an annotator with few answers
+      to a class is shrunk toward the pool rather than fitted to a handful of rows. 0 (the
+      default) is crowd-kit's maximum likelihood. Measured on simulated world campaigns
+      (``evaluation/quality_recovery.py``, 4 pools x 4 seeds) a prior of 1 pseudo-answer did
+      not help: mean rank correlation with true accuracy 0.58 against 0.60 without it on the
+      issue-7 pool at overlap 3, 0.25 against 0.30 at overlap 7, equal on the others; so the
+      recompute leaves it off.
+    * ``gold_init`` (with ``gold``): the first confusion matrices come from the gold items alone
+      (shrunk toward the pool by one pseudo-answer, so an annotator without gold starts as the
+      pool does) instead of from majority-vote shares, which a shared bias would have written.
+    * ``truth``: the choice codes that may be an item's true label (None: every label seen).
+      The quality fit allows A and B (plus any gold label): "tie" and "both bad" stay answers
+      an annotator can give, but a latent tie class fitted from a few per cent of tie answers
+      absorbed 11% of the prior on a world campaign and blurred every confusion matrix.
+    * ``stop="params"`` (default): run until no confusion-matrix cell and no prior moves by
+      more than ``tol`` in an iteration (a criterion on the parameters, which cannot be met by
+      a bound that merely stalls); ``converged`` is False if ``n_iter`` is reached first.
+      ``stop="crowdkit"``: crowd-kit's rule (stop when its per-row bound improves by less than
+      ``tol``), kept so that the test suite can check this function against
+      ``crowdkit.aggregation.DawidSkene`` step for step; ``converged`` is then False when the
+      bound *fell* (crowd-kit stops there too, silently: issue 7 saw it stop after 2 of the
+      iterations a converged fit needs) or when ``n_iter`` was reached.
     """
     annotator = np.asarray(annotator, np.int64)
     if annotator.size == 0:
         empty = np.zeros((0,), np.int64)
         return DawidSkeneFit(items=empty, labels=empty, probas=np.zeros((0, 0)),
                              priors=np.zeros((0,)), errors=np.zeros((n_annotators, 0, 0)),
-                             n_iter=0)
+                             n_iter=0, converged=True,
+                             anchored=None if gold is None else np.zeros(0, bool))
+    label = np.asarray(label, np.int64)
     items, t = _compress(np.asarray(item, np.int64))
-    labels, lab = _compress(np.asarray(label, np.int64))
-    n_items, k_labels, n_rows = items.size, labels.size, annotator.size
+    n_items, n_rows = items.size, annotator.size
+    anchored = None
+    if gold is not None:
+        gold = np.asarray(gold, np.int64)
+        # The label set must hold every gold label, answered or not.
+        labels, lab_all = _compress(np.concatenate([label, gold[gold >= 0]]))
+        lab = lab_all[:n_rows]
+        item_gold = np.full(n_items, -1, np.int64)
+        has = gold >= 0
+        item_gold[t[has]] = lab_all[n_rows:]
+        anchored = item_gold >= 0
+    else:
+        labels, lab = _compress(label)
+    k_labels = labels.size
     wl = annotator * k_labels + lab  # cell of (annotator, observed label)
     n_cells = n_annotators * k_labels
     present = np.bincount(wl, minlength=n_cells) > 0
     per_item = np.bincount(t, minlength=n_items).astype(float)
+    allowed = np.ones(k_labels, bool) if truth is None else np.isin(labels, truth)
+    if anchored is not None:
+        allowed[np.unique(item_gold[anchored])] = True  # what gold says can be true is
+    if not allowed.any():
+        allowed[:] = True
+    free = np.ones(n_items, bool) if anchored is None else ~anchored
+    if not free.any():
+        free = np.ones(n_items, bool)  # only gold items: their mix is the only prior there is
 
-    def m_step(probas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def clamp(probas: np.ndarray) -> np.ndarray:
+        if anchored is not None and anchored.any():
+            probas[anchored] = 0.0
+            probas[np.flatnonzero(anchored), item_gold[anchored]] = 1.0
+        return probas
+
+    def m_step(probas: np.ndarray, prior: float = pool_prior) -> tuple[np.ndarray, np.ndarray]:
         raw = np.empty((n_cells, k_labels))
         by_label = np.ascontiguousarray(probas.T)  # contiguous rows make the gathers cheap
         for k in range(k_labels):
             raw[:, k] = np.bincount(wl, weights=by_label[k][t], minlength=n_cells)
-        err = np.where(present[:, None], np.maximum(raw, _DS_EPS), 0.0)
-        err = err.reshape(n_annotators, k_labels, k_labels)
+        if prior > 0:
+            cube = raw.reshape(n_annotators, k_labels, k_labels)
+            pool = cube.sum(axis=0) + _DS_EPS
+            pool /= pool.sum(axis=0, keepdims=True)  # P(answer o | truth t) over the pool
+            err = np.maximum(cube + prior * pool[None], _DS_EPS)
+        else:
+            err = np.where(present[:, None], np.maximum(raw, _DS_EPS), 0.0)
+            err = err.reshape(n_annotators, k_labels, k_labels)
         with np.errstate(invalid="ignore"):
             err = err / err.sum(axis=1, keepdims=True)
         return np.nan_to_num(err, nan=0.0), raw
@@ -338,19 +434,42 @@ def dawid_skene(
         loglik += np.log(priors)
         loglik -= loglik.max(axis=1, keepdims=True)
         lik = np.exp(loglik)
-        return lik / lik.sum(axis=1, keepdims=True)
+        return clamp(lik / lik.sum(axis=1, keepdims=True))
+
+    def class_prior(probas: np.ndarray) -> np.ndarray:
+        return np.where(allowed, np.maximum(probas[free].mean(axis=0), _DS_EPS), _DS_EPS)
 
     # Majority-vote initialisation: share of each label among an item's rows.
     probas = np.bincount(t * k_labels + lab, minlength=n_items * k_labels).astype(float)
-    probas = probas.reshape(n_items, k_labels) / per_item[:, None]
-    priors = np.maximum(probas.mean(axis=0), _DS_EPS)
-    errors, _ = m_step(probas)
+    probas = probas.reshape(n_items, k_labels)
+    if not allowed.all():  # an item answered only "tie" still starts among the truths
+        probas = (probas + 1e-3) * allowed
+    probas = clamp(probas / probas.sum(axis=1, keepdims=True))
+    priors = class_prior(probas)
+    if gold_init and anchored is not None and anchored.any():
+        # Start from what gold says about each annotator: confusion matrices from the anchored
+        # items alone (shrunk toward the pool, so an annotator with no gold starts as the pool
+        # does), not from the majority, which a shared bias would have written.
+        gold_only = np.where(anchored[:, None], probas, 0.0)
+        errors, _ = m_step(gold_only, prior=max(pool_prior, 1.0))
+    else:
+        errors, _ = m_step(probas)
     loss = -np.inf
     it = 0
+    converged = False
     for it in range(1, n_iter + 1):  # noqa: B007 (it is reported)
         probas = e_step(priors, log_errors(errors))
-        priors = np.maximum(probas.mean(axis=0), _DS_EPS)
-        errors, raw = m_step(probas)
+        new_priors = class_prior(probas)
+        new_errors, raw = m_step(probas)
+        if stop == "params":
+            moved = max(float(np.abs(new_errors - errors).max()),
+                        float(np.abs(new_priors - priors).max()))
+            priors, errors = new_priors, new_errors
+            if moved < tol:
+                converged = True
+                break
+            continue
+        priors, errors = new_priors, new_errors
         # crowd-kit's ELBO: E_q[log p(labels, z)] with the log prior counted once per *row*
         # (its join repeats it), plus the entropy of q. Only the stopping rule uses it, but the
         # same form is kept so both backends stop on the same iteration.
@@ -361,10 +480,11 @@ def dawid_skene(
         entropy = -float(np.sum(clipped * np.log(clipped)))
         new_loss = (joint + entropy) / n_rows
         if new_loss - loss < tol:
+            converged = new_loss >= loss  # a fall is crowd-kit's silent early stop
             break
         loss = new_loss
     return DawidSkeneFit(items=items, labels=labels, probas=probas, priors=priors,
-                         errors=errors, n_iter=it)
+                         errors=errors, n_iter=it, converged=converged, anchored=anchored)
 
 
 def dawid_skene_crowdkit(
@@ -395,26 +515,64 @@ def dawid_skene_crowdkit(
     workers = err_df.index.get_level_values("worker").to_numpy(np.int64)
     obs = np.searchsorted(labels, err_df.index.get_level_values("label").to_numpy(np.int64))
     errors[workers, obs, :] = err_df.to_numpy(float)
+    history = list(model.loss_history_)
+    # Its rule stops when the bound improves by less than tol, a fall included: only a small
+    # non-negative step before the cap is convergence.
+    converged = len(history) < n_iter and (len(history) < 2 or history[-1] >= history[-2])
     return DawidSkeneFit(items=items, labels=labels, probas=probas, priors=priors,
-                         errors=errors, n_iter=len(model.loss_history_))
+                         errors=errors, n_iter=len(history), converged=converged)
 
 
 DsBackend = Literal["numpy", "crowdkit"]
 
 
-def fit_dawid_skene(
-    frame: JudgmentFrame, n_annotators: int, *, backend: DsBackend = "numpy"
-) -> DawidSkeneFit:
-    """Dawid-Skene on the frame's non-calibration rows, all four labels.
+DsMethod = Literal["dawid_skene", "dawid_skene_plain"]
+# True labels of a preference item in the quality fit: one response is better (gold may add
+# "tie" where it accepts one). See :func:`dawid_skene`'s ``truth``.
+PREFERENCE_TRUTH = (CHOICE_A, CHOICE_B)
 
-    Calibration rows are left out because they are chosen to have one clear answer (degraded
-    pairs, known-answer pairs) or are one annotator's private re-shows; they would make the
-    confusion matrices look better than the real work. Gold accuracy measures them instead.
+
+def fit_dawid_skene(
+    frame: JudgmentFrame, n_annotators: int, *, method: DsMethod = "dawid_skene",
+    backend: DsBackend = "numpy", pool_prior: float = 0.0, **em: Any,
+) -> DawidSkeneFit:
+    """Dawid-Skene on a frame, all four labels; ``method`` names the fit (``Snapshot.Method``).
+
+    * ``"dawid_skene"`` (gold-anchored, the default): the non-calibration rows plus the
+      calibration rows whose item has a gold label (``frame.gold_label``), those items clamped
+      to their gold (:func:`dawid_skene` with ``gold``), started from gold. Swapped re-shows
+      and transitivity closers stay out: they repeat or chain the annotator's own answers,
+      and self-consistency measures them.
+    * ``"dawid_skene_plain"``: the non-calibration rows only, no anchor (the fit before issue
+      7, for comparison). ``backend="crowdkit"`` runs crowd-kit itself (plain only).
+
+    ``pool_prior`` and ``em`` (``n_iter``, ``tol``, ``stop``, ``truth``) go to
+    :func:`dawid_skene`. The quality recompute passes ``truth=PREFERENCE_TRUTH``.
     """
-    rows = ~frame.is_calibration
-    fit = dawid_skene if backend == "numpy" else dawid_skene_crowdkit
-    return fit(frame.annotator[rows], frame.item[rows], frame.choice[rows],
-               n_annotators=n_annotators)
+    if method not in ("dawid_skene", "dawid_skene_plain"):
+        raise ValueError(f"unknown Dawid-Skene method {method!r}")
+    if method == "dawid_skene_plain":
+        rows = ~frame.is_calibration
+        if backend == "crowdkit":
+            return dawid_skene_crowdkit(frame.annotator[rows], frame.item[rows],
+                                        frame.choice[rows], n_annotators=n_annotators, **em)
+        return dawid_skene(frame.annotator[rows], frame.item[rows], frame.choice[rows],
+                           n_annotators=n_annotators, pool_prior=pool_prior, **em)
+    if backend != "numpy":
+        raise ValueError("the gold-anchored fit has the numpy backend only")
+    rows = ~frame.is_calibration | (frame.gold_label >= 0)
+    gold = frame.gold_label[rows]
+    return dawid_skene(frame.annotator[rows], frame.item[rows], frame.choice[rows],
+                       n_annotators=n_annotators, gold=gold, pool_prior=pool_prior, **em)
+
+
+def _quality_fit(frame: JudgmentFrame, n_annotators: int, backend: DsBackend) -> DawidSkeneFit:
+    """The recompute's fit: gold-anchored with preference truths; crowd-kit's plain fit when
+    ``backend="crowdkit"`` (the benchmark's reference)."""
+    if backend == "crowdkit":
+        return fit_dawid_skene(frame, n_annotators, method="dawid_skene_plain",
+                               backend="crowdkit")
+    return fit_dawid_skene(frame, n_annotators, truth=PREFERENCE_TRUTH)
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,71 +645,145 @@ def peer_agreement_array(frame: JudgmentFrame, n_annotators: int) -> np.ndarray:
     return mean
 
 
-def length_bias_array(
-    frame: JudgmentFrame, n_annotators: int, *, min_rows: int = 20, l2: float = 1e-3,
-    max_iter: int = 50,
-) -> np.ndarray:
-    """Per annotator, the logistic coefficient of choosing A on len(A) - len(B) per 100 chars.
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow warning for large |z|
 
-    Model on the annotator's A/B choices: logit P(A) = c0 + c_side * s + c_len * len_diff/100,
-    with s = +1 when A was shown on the left, -1 otherwise. The side term keeps position bias
-    out of the length coefficient; without it the coefficient would be attenuated (logistic
-    regression is non-collapsible). The coefficient is marginal over the utility difference of
-    the two responses, so on pairs that also differ in quality it is attenuated towards 0 the
-    same way; it equals the simulated annotator's b/tau (DESIGN section 5) on pairs that differ
-    only in length (padding probes).
+
+def consensus_better(frame: JudgmentFrame, ds: DawidSkeneFit) -> np.ndarray:
+    """Per row, 2 * P(response A is the better one | everything but this answer) - 1, in [-1, 1].
+
+    On an anchored (gold) item that is its gold: +1 or -1. Elsewhere it is the leave-one-out
+    posterior of the fit: the class prior times the *other* answers' confusion-matrix
+    likelihoods, renormalised over A and B. Leaving the row's own answer out matters: with its
+    own answer in, an item only this annotator answered would "agree" with it by
+    construction, and every bias would be absorbed by the quality term. 0 (no information)
+    for rows whose item is not in the fit (re-shows, transitivity closers).
+    """
+    out = np.zeros(len(frame))
+    if ds.items.size == 0 or len(frame) == 0:
+        return out
+    col = {int(code): k for k, code in enumerate(ds.labels)}
+    if CHOICE_A not in col or CHOICE_B not in col:
+        return out
+    pos = np.clip(np.searchsorted(ds.items, frame.item), 0, ds.items.size - 1)
+    in_fit = ds.items[pos] == frame.item
+    answered = np.searchsorted(ds.labels, frame.choice)
+    known = in_fit & (answered < ds.labels.size)
+    known[known] &= ds.labels[answered[known]] == frame.choice[known]
+    rows = np.flatnonzero(known)
+    item, label, worker = pos[rows], answered[rows], frame.annotator[rows]
+    ka, kb = col[CHOICE_A], col[CHOICE_B]
+    with np.errstate(divide="ignore"):
+        log_err = np.log(np.maximum(ds.errors[worker, label][:, [ka, kb]], 1e-300))
+        log_prior = np.log(np.maximum(ds.priors[[ka, kb]], 1e-300))
+    total = np.stack([np.bincount(item, weights=log_err[:, j], minlength=ds.items.size)
+                      for j in range(2)], axis=1)
+    loo = total[item] - log_err + log_prior
+    out[rows] = np.tanh(0.5 * (loo[:, 0] - loo[:, 1]))  # = P(A) - P(B) over {A, B}
+    if ds.anchored is not None:
+        gold = ds.anchored[pos] & in_fit
+        p = ds.probas[pos[gold]]
+        out[gold] = np.sign(p[:, ka] - p[:, kb])
+    return out
+
+
+# Terms of the per-annotator bias model (:func:`bias_coefficients`), in column order.
+BIAS_TERMS = ("intercept", "quality", "position", "length", "agreement")
+
+
+def bias_coefficients(
+    frame: JudgmentFrame, n_annotators: int, *, better: np.ndarray | None = None,
+    l2: float = 1e-3, max_iter: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per annotator, the logistic model of its A/B choices, biases conditional on quality.
+
+    Model on the annotator's rows that chose A or B::
+
+        logit P(A) = c0 + c_q * q + c_pos * s + c_len * len_diff / 100 + c_agree * g
+
+    q = ``better`` (2 P(A is the better response) - 1: gold where known, else the
+    gold-anchored consensus, :func:`consensus_better`; 0 when None), s = +1 when A was shown on
+    the left and -1 when on the right, g = ``agree_diff`` (+1 / -1 when only A / only B
+    agrees with the user's wrong belief, 0 otherwise). The quality term takes out of each bias
+    what is explained by which response is better: in the arithmetic world correct replies are
+    shorter, so without it an accurate annotator with no length preference shows a negative
+    length coefficient (issue 7 saw -0.43 to -0.66). The side term keeps position bias out of
+    the others (logistic regression is non-collapsible).
 
     All annotators are fitted at once by Newton-Raphson on grouped sums (np.bincount), with an
-    L2 penalty ``l2`` (on the likelihood scale) on the two slopes so that a separable or tiny
+    L2 penalty ``l2`` (on the likelihood scale) on every slope so that a separable or tiny
     sample gives a finite answer; scipy's per-problem optimisers would need a Python loop over
-    10,000 annotators. Returns nan for annotators with fewer than ``min_rows`` A/B rows with a
-    non-zero length difference, or whose answers there are all the same.
+    10,000 annotators. Returns (coefficients (n_annotators, 5) in :data:`BIAS_TERMS` order,
+    number of A/B rows per annotator); an annotator without A/B rows gets zeros.
     """
     ab = (frame.choice <= CHOICE_B) & np.isfinite(frame.len_diff)
     w = frame.annotator[ab]
     y = (frame.choice[ab] == CHOICE_A).astype(float)
-    side = np.where(frame.a_on_left[ab], 1.0, -1.0)
-    length = frame.len_diff[ab] / 100.0
-    informative = length != 0
-    n_inf = np.bincount(w[informative], minlength=n_annotators)
-    n_a_inf = np.bincount(w[informative], weights=y[informative], minlength=n_annotators)
-    ok = (n_inf >= min_rows) & (n_a_inf > 0) & (n_a_inf < n_inf)
-    out = np.full(n_annotators, np.nan)
-    if not ok.any():
-        return out
-    keep = ok[w]
-    w, y, side, length = w[keep], y[keep], side[keep], length[keep]
-    beta = np.zeros((3, n_annotators))
-    pen = np.array([0.0, l2, l2])
-    active = ok.copy()
+    q = np.zeros(w.size) if better is None else np.asarray(better, float)[ab]
+    x = np.stack([np.ones(w.size), q, np.where(frame.a_on_left[ab], 1.0, -1.0),
+                  frame.len_diff[ab] / 100.0, np.nan_to_num(frame.agree_diff[ab])])
+    n_rows = np.bincount(w, minlength=n_annotators)
+    n_terms = len(BIAS_TERMS)
+    beta = np.zeros((n_terms, n_annotators))
+    pen = np.array([0.0] + [l2] * (n_terms - 1))
+    active = n_rows > 0
     for _ in range(max_iter):
         # Annotators drop out once converged, and their rows with them, so the few slow
         # (near-separable) fits do not cost full passes over every row.
         rows = active[w]
         if not rows.all():
-            w, y, side, length = w[rows], y[rows], side[rows], length[rows]
-        p = 1.0 / (1.0 + np.exp(-(beta[0][w] + beta[1][w] * side + beta[2][w] * length)))
+            w, y, x = w[rows], y[rows], x[:, rows]
+        p = _sigmoid(np.einsum("kr,kr->r", beta[:, w], x))
         r = y - p
         v = p * (1 - p)
-        vs, vl = v * side, v * length
 
         def wsum(weights: np.ndarray, w: np.ndarray = w) -> np.ndarray:
             return np.bincount(w, weights=weights, minlength=n_annotators)
 
-        grad = np.stack([wsum(r), wsum(r * side), wsum(r * length)]) - pen[:, None] * beta
-        h00, h01, h02 = wsum(v), wsum(vs), wsum(vl)
-        h11, h12, h22 = h00, wsum(vs * length), wsum(vl * length)  # side^2 = 1
-        hess = np.stack([np.stack([h00, h01, h02], -1), np.stack([h01, h11, h12], -1),
-                         np.stack([h02, h12, h22], -1)], 1) + np.diag(pen)
-        hess[~active] = np.eye(3)  # finished or unused annotators: keep the solve well posed
+        grad = np.stack([wsum(r * x[i]) for i in range(n_terms)]) - pen[:, None] * beta
+        hess = np.empty((n_annotators, n_terms, n_terms))
+        for i in range(n_terms):
+            vx = v * x[i]
+            for j in range(i, n_terms):
+                hess[:, i, j] = hess[:, j, i] = wsum(vx * x[j])
+        hess += np.diag(pen)
+        # An intercept-only row block is singular where a column is all zero (no length
+        # difference, no probe): the penalty alone keeps those slopes at 0. Finished or unused
+        # annotators get the identity, so the batched solve stays well posed.
+        hess[:, 0, 0] += 1e-12
+        hess[~active] = np.eye(n_terms)
         step = np.linalg.solve(hess, grad.T[..., None])[..., 0].T
         step[:, ~active] = 0.0
         beta += step
         active &= np.abs(step).max(axis=0) > 1e-7  # far below any standard error
         if not active.any():
             break
-    out[ok] = beta[2, ok]
-    return out
+    return beta.T.copy(), n_rows
+
+
+def length_bias_array(
+    frame: JudgmentFrame, n_annotators: int, *, better: np.ndarray | None = None,
+    min_rows: int = 20, l2: float = 1e-3, max_iter: int = 50,
+) -> np.ndarray:
+    """Per annotator, c_len of :func:`bias_coefficients`: the logistic coefficient of choosing
+    A on len(A) - len(B) per 100 characters, with ``better`` (which response is better), the
+    screen side and the agreement feature held fixed.
+
+    It equals the simulated annotator's b/tau (DESIGN section 5) whatever the pairs' quality
+    difference when ``better`` is the truth, and is attenuated towards 0 when ``better`` is
+    None and the pairs also differ in quality. nan for annotators with fewer than
+    ``min_rows`` A/B rows with a non-zero length difference, or whose answers there are all
+    the same.
+    """
+    coef, _ = bias_coefficients(frame, n_annotators, better=better, l2=l2, max_iter=max_iter)
+    ab = (frame.choice <= CHOICE_B) & np.isfinite(frame.len_diff)
+    informative = ab & (np.nan_to_num(frame.len_diff) != 0)
+    w = frame.annotator[informative]
+    n_inf = np.bincount(w, minlength=n_annotators)
+    n_a_inf = np.bincount(w, weights=(frame.choice[informative] == CHOICE_A),
+                          minlength=n_annotators)
+    ok = (n_inf >= min_rows) & (n_a_inf > 0) & (n_a_inf < n_inf)
+    return np.where(ok, coef[:, BIAS_TERMS.index("length")], np.nan)
 
 
 def _none(value: float | None) -> float | None:
@@ -574,19 +806,35 @@ def annotator_stats(
     * gold: accuracy over rows with ``gold_ok`` set, with a Wilson interval at ``z``.
     * self_consistency over swapped re-shows; transitivity over the other ``consistent`` rows
       (transitivity closers).
-    * competence: Dawid-Skene P(correct) (:meth:`DawidSkeneFit.competence`), non-calibration
-      rows only. ``ds`` reuses a fit; otherwise one is made with ``ds_backend``.
+    * competence: P(correct) from the gold-anchored Dawid-Skene fit
+      (:meth:`DawidSkeneFit.competence`; :func:`fit_dawid_skene`, method "dawid_skene"), i.e.
+      the prior-weighted chance of answering an item's true label, A or B, where gold fixes
+      the truth of calibration items. ``ds`` reuses a fit (of either method); otherwise the
+      anchored one is made (``ds_backend="crowdkit"`` makes the plain one with crowd-kit).
     * peer_agreement: :func:`peer_agreement_array` (leave-one-out plurality).
-    * position_bias: P(chose the left response | chose A or B) - 0.5.
-    * length_bias: :func:`length_bias_array` (None with fewer than ``min_length_rows`` rows).
-    * sycophancy_bias: P(chose the response agreeing with the user | probe row, A or B) - 0.5.
-    * noise: 1 - gold accuracy when the annotator has gold, else 1 - competence.
+    * Biases, all from one logistic model per annotator (:func:`bias_coefficients`) that holds
+      fixed which response is better (``q``: gold on calibration items, else the anchored
+      posterior, :func:`consensus_better`), the screen side, the length difference and the
+      agreement feature, so each is "all else equal":
+
+      - position_bias: sigmoid(c_pos) - 0.5, i.e. P(choose the left response) - 0.5 for two
+        equally good, equally long responses (a marginal P(left) - 0.5 would also move with
+        which side the better responses happened to be shown on);
+      - length_bias: c_len, the change in the log-odds of choosing a response per 100 extra
+        characters, at equal quality (None with fewer than ``min_length_rows`` rows with a
+        length difference); DESIGN section 5's b/tau for a simulated annotator;
+      - sycophancy_bias: sigmoid(c_agree) - 0.5, i.e. P(choose the response agreeing with the
+        user's wrong belief) - 0.5 at equal quality (None without a probe row). On probes the
+        agreeing reply is usually the worse one, so the marginal share was mostly a quality
+        signal.
+    * noise: 1 - competence (the anchored fit, so gold and the work itself both count); 1 -
+      gold accuracy for an annotator the fit has no rows of.
     """
     a = frame.annotator
     if len(frame) and (a.min() < 0 or a.max() >= n_annotators):
         raise ValueError("annotator codes must be in 0..n_annotators-1")
     if ds is None:
-        ds = fit_dawid_skene(frame, n_annotators, backend=ds_backend)
+        ds = _quality_fit(frame, n_annotators, ds_backend)
     n_judgments = np.bincount(a, minlength=n_annotators)
 
     gold = np.isfinite(frame.gold_ok)
@@ -600,27 +848,29 @@ def annotator_stats(
     n_triples, trans = _group_mean(a[closer], frame.consistent[closer], n_annotators)
 
     ab = frame.choice <= CHOICE_B
-    chose_a = frame.choice == CHOICE_A
-    chose_left = (chose_a == frame.a_on_left).astype(float)
-    _, p_left = _group_mean(a[ab], chose_left[ab], n_annotators)
-
     probe = ab & np.isfinite(frame.agree_diff) & (np.nan_to_num(frame.agree_diff) != 0)
-    chose_agreeing = (chose_a == (frame.agree_diff > 0)).astype(float)
-    _, p_agree = _group_mean(a[probe], chose_agreeing[probe], n_annotators)
+    n_probes = np.bincount(a[probe], minlength=n_annotators)
 
     secs = np.isfinite(frame.seconds)
     med_secs = _group_median(a[secs], frame.seconds[secs], n_annotators)
 
     competence = ds.competence() if ds.errors.shape[0] else np.full(n_annotators, np.nan)
     peer = peer_agreement_array(frame, n_annotators)
-    length = length_bias_array(frame, n_annotators, min_rows=min_length_rows)
-    noise = np.where(n_gold > 0, 1.0 - gold_acc, 1.0 - competence)
+    better = consensus_better(frame, ds)
+    coef, n_ab = bias_coefficients(frame, n_annotators, better=better)
+    length = length_bias_array(frame, n_annotators, better=better, min_rows=min_length_rows)
+    position = np.where(n_ab > 0, _sigmoid(coef[:, BIAS_TERMS.index("position")]) - 0.5,
+                        np.nan)
+    sycophancy = np.where(n_probes > 0,
+                          _sigmoid(coef[:, BIAS_TERMS.index("agreement")]) - 0.5, np.nan)
+    noise = np.where(np.isfinite(competence), 1.0 - competence,
+                     np.where(n_gold > 0, 1.0 - gold_acc, np.nan))
 
     # Columns in AnnotatorStats' field order, so each record is built positionally (building
     # 10,000 records through keyword dicts costs more than most of the statistics).
     columns = [
         np.arange(n_annotators), n_judgments, n_gold, gold_acc, gold_lo, gold_hi, n_reshows,
-        self_cons, n_triples, trans, competence, peer, p_left - 0.5, length, p_agree - 0.5,
+        self_cons, n_triples, trans, competence, peer, position, length, sycophancy,
         med_secs, noise,
     ]
     as_lists = [col.tolist() if col.dtype.kind in "iu" else _nones(col) for col in columns]
@@ -760,7 +1010,7 @@ def campaign_stats(
     """
     n = len(frame)
     if ds is None:
-        ds = fit_dawid_skene(frame, n_annotators, backend=ds_backend)
+        ds = _quality_fit(frame, n_annotators, ds_backend)
     if annotators is None:
         annotators = annotator_stats(frame, n_annotators, ds=ds)
     regular = frame.subset(~frame.is_calibration)
@@ -793,16 +1043,27 @@ def campaign_stats(
 
 @dataclass(frozen=True)
 class QualityReport:
+    """A full recompute. ``ds`` is the fit everything was built on (gold-anchored unless
+    ``ds_backend="crowdkit"``); ``fits`` its diagnostics for ``CampaignQuality.fits``."""
+
     annotators: list[AnnotatorStats]
     campaign: CampaignStats
     ds: DawidSkeneFit
+
+    @property
+    def fits(self) -> dict[str, dict[str, Any]]:
+        return {"dawid_skene": self.ds.diagnostics()}
 
 
 def quality_recompute(
     frame: JudgmentFrame, n_annotators: int, *, ds_backend: DsBackend = "numpy"
 ) -> QualityReport:
-    """Full recompute: one Dawid-Skene fit, then every annotator's and the campaign's stats."""
-    ds = fit_dawid_skene(frame, n_annotators, backend=ds_backend)
+    """Full recompute: one Dawid-Skene fit, then every annotator's and the campaign's stats.
+
+    The fit is the gold-anchored one (:func:`fit_dawid_skene`, "dawid_skene");
+    ``ds_backend="crowdkit"`` uses crowd-kit's plain fit instead (for the benchmark).
+    """
+    ds = _quality_fit(frame, n_annotators, ds_backend)
     annotators = annotator_stats(frame, n_annotators, ds=ds)
     campaign = campaign_stats(frame, n_annotators, ds=ds, annotators=annotators)
     return QualityReport(annotators=annotators, campaign=campaign, ds=ds)

@@ -6,7 +6,8 @@ sigmoid((u_A - u_B + b_len * len_diff/100 + b_syc * agree_diff) / tau + beta_pos
 few ties and both-bad answers, 10% gold (calibration) rows, swapped re-shows, transitivity
 closers and sycophancy probes. Then times, on the same frame:
 
-  recompute_s               quality_recompute(): one Dawid-Skene fit (numpy backend) plus every
+  recompute_s               quality_recompute(): one gold-anchored Dawid-Skene fit, run to
+                            convergence on its parameters (numpy backend), plus every
                             annotator's stats and the campaign's (Krippendorff alpha included,
                             on all regular items: no sampling is needed)
   crowdkit_ds_s             crowdkit.aggregation.DawidSkene().fit() alone on the same rows
@@ -98,11 +99,13 @@ def simulate(n_rows: int, n_annotators: int, n_items: int, seed: int) -> Judgmen
     consistent = np.where(consistent_rows, (rng.random(n_rows) < 0.85).astype(float), np.nan)
     gold_ok[consistent_rows] = np.nan
     is_reshow = consistent_rows & (kind < 0.12)
+    # The gold anchor: gold pairs carry their gold label (re-shows and closers have none).
+    gold_label = np.where(is_calibration & ~consistent_rows, correct, -1)
     return JudgmentFrame(
         annotator=annotator, item=item, choice=choice, strength=strength, a_on_left=side,
         seconds=rng.lognormal(3.0, 0.6, n_rows), len_diff=len_diff, agree_diff=agree,
         gold_ok=gold_ok, consistent=consistent, is_reshow=is_reshow,
-        is_calibration=is_calibration,
+        is_calibration=is_calibration, gold_label=gold_label,
     )
 
 
@@ -159,9 +162,14 @@ def main() -> None:
     best["recompute_crowdkit_ds"] = (wall, cpu)
     log(f"recompute with crowd-kit DS {wall:.2f} s")
     # Parts of the recompute, for the record (one run each).
-    from annotation.quality import annotator_stats, campaign_stats, fit_dawid_skene
+    from annotation.quality import (
+        PREFERENCE_TRUTH,
+        annotator_stats,
+        campaign_stats,
+        fit_dawid_skene,
+    )
 
-    ds, ds_s, _ = timed(lambda: fit_dawid_skene(frame, args.annotators))
+    ds, ds_s, _ = timed(lambda: fit_dawid_skene(frame, args.annotators, truth=PREFERENCE_TRUTH))
     ann, ann_s, _ = timed(lambda: annotator_stats(frame, args.annotators, ds=ds))
     _, camp_s, _ = timed(lambda: campaign_stats(frame, args.annotators, ds=ds, annotators=ann))
 
@@ -199,6 +207,7 @@ def main() -> None:
         "parts_s": {"dawid_skene_numpy": round(ds_s, 3), "annotator_stats": round(ann_s, 3),
                     "campaign_stats": round(camp_s, 3)},
         "ds_iterations": {"numpy": report.ds.n_iter, "crowdkit": len(ck_model.loss_history_)},
+        "fits": report.fits,
         "ds_12_iterations_s": {"numpy": round(np12_s, 3), "crowdkit": round(ck12_s, 3)},
         "incremental_update_us": round(incremental_update_us(), 2),
         "drift_scan_all_s": round(drift_s, 3), "drift_scan_all_cpu_s": round(drift_cpu, 3),

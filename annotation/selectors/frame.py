@@ -60,6 +60,9 @@ def judgment_frame(*, campaign: Campaign) -> CampaignFrame:
     answer = {(r[1], r[2]): r[3] for r in rows}
     triangles: dict[tuple[int, int], list[int]] = defaultdict(list)
     gold_ok = np.full(n, np.nan)
+    # The gold choice's code on calibration rows that have one (-1 elsewhere): the anchor of
+    # the gold-anchored Dawid-Skene fit (annotation/quality.py).
+    gold_label = np.full(n, -1, dtype=np.int64)
     agree = np.full(n, np.nan)
     for i, r in enumerate(rows):
         (_, uid, cid, choice, _, _, _, _, _, _, kind, gold, accepts, ctype, source, prompt_id,
@@ -69,6 +72,8 @@ def judgment_frame(*, campaign: Campaign) -> CampaignFrame:
             ok = gold_correct(choice, gold_choice=gold, gold_accepts=accepts or [])
             if ok is not None:
                 gold_ok[i] = float(ok)
+            if gold in CHOICE_CODES:
+                gold_label[i] = CHOICE_CODES[gold]
             if ctype == Comparison.CalibrationType.SWAPPED_RESHOW:
                 is_reshow[i] = True
                 original = answer.get((uid, source))
@@ -98,6 +103,7 @@ def judgment_frame(*, campaign: Campaign) -> CampaignFrame:
         is_reshow=is_reshow,
         is_calibration=np.array([r[10] == Comparison.Kind.CALIBRATION for r in rows],
                                 dtype=bool),
+        gold_label=gold_label,
     )
     return CampaignFrame(frame=frame, annotator_ids=annotator_ids,
                          judgment_ids=np.array([r[0] for r in rows], dtype=np.int64),

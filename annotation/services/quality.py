@@ -241,7 +241,8 @@ def campaign_quality_recompute(*, campaign: Campaign) -> CampaignQuality:
 
     data = judgment_frame(campaign=campaign)
     n_annotators = len(data.annotator_ids)
-    report = quality.quality_recompute(data.frame, n_annotators)  # one Dawid-Skene fit, shared
+    # One gold-anchored Dawid-Skene fit, shared by competence, epsilon, biases and drift.
+    report = quality.quality_recompute(data.frame, n_annotators)
     stats, cstats = report.annotators, report.campaign
     _transitivity_closers_create(campaign=campaign)
     with transaction.atomic():
@@ -255,7 +256,7 @@ def campaign_quality_recompute(*, campaign: Campaign) -> CampaignQuality:
                 create_defaults=fields,
             )
         campaign_quality, _ = CampaignQuality.objects.update_or_create(
-            campaign=campaign, defaults=_campaign_fields(cstats)
+            campaign=campaign, defaults={**_campaign_fields(cstats), "fits": report.fits}
         )
         _drift_alerts_create(campaign=campaign, data=data, ds=report.ds)
         for index, s in enumerate(stats):
@@ -344,6 +345,7 @@ def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame,
             )
             created += int(made)
     return created
+
 
 def _alert_judgment_numbers(*, data: CampaignFrame,
                             rows: tuple[int, int]) -> tuple[int | None, int | None]:

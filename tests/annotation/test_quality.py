@@ -24,7 +24,6 @@ from annotation.quality import (
     campaign_stats,
     dawid_skene,
     dawid_skene_crowdkit,
-    fit_dawid_skene,
     frame_from_records,
     krippendorff_alphas,
     length_bias_array,
@@ -141,11 +140,12 @@ def test_numpy_dawid_skene_reproduces_crowdkit():
     acc[0] = 0.1
     label = np.where(rng.random(n_rows) < acc[annotator], truth[item],
                      rng.integers(0, 4, n_rows))
-    ours = dawid_skene(annotator, item, label, n_annotators=n_ann + 2)
+    ours = dawid_skene(annotator, item, label, n_annotators=n_ann + 2, stop="crowdkit")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = dawid_skene_crowdkit(annotator, item, label, n_annotators=n_ann + 2)
     assert ours.n_iter == ref.n_iter > 1
+    assert ours.converged == ref.converged
     np.testing.assert_array_equal(ours.items, ref.items)
     np.testing.assert_array_equal(ours.labels, ref.labels)
     np.testing.assert_allclose(ours.probas, ref.probas, atol=1e-9)
@@ -266,14 +266,14 @@ def test_annotator_stats_on_a_hand_made_frame():
                    agree_diff=np.array(cols[8], float), is_calibration=np.array(cols[9]))
     s0, s1, s2 = annotator_stats(frame, 3)
     assert (s0.n_judgments, s0.n_gold, s0.n_reshows, s0.n_triples) == (10, 4, 2, 1)
-    assert s0.gold_accuracy == 0.75 and s0.noise == 0.25
+    assert s0.gold_accuracy == 0.75
+    assert s0.noise == pytest.approx(1 - s0.competence)  # the anchored fit, not gold alone
     assert (s0.gold_ci_low, s0.gold_ci_high) == pytest.approx(wilson_interval(3, 4))
     assert s0.self_consistency == 0.5 and s0.transitivity == 1.0
-    # A/B rows of annotator 0 and whether the chosen response was on the left: 0 (A, A left)
-    # yes; 1 (B, A right) yes; 2 (A, A left) yes; 4 (B, A left) no; 5 (A, A right) no;
-    # 8 (B, A left) no; 9 (A, A left) yes -> 4 of 7
-    assert s0.position_bias == pytest.approx(4 / 7 - 0.5)
-    assert s0.sycophancy_bias == pytest.approx(1.0 - 0.5)  # row 8: B agrees; row 9: A agrees
+    # Position and sycophancy bias come from the conditional model (checked against scipy in
+    # test_bias_model_matches_a_direct_penalised_fit); here only which annotators get one.
+    assert s0.position_bias is not None and s0.sycophancy_bias is not None
+    assert s1.position_bias is not None and s1.sycophancy_bias is None  # no probe rows
     assert s0.median_seconds == pytest.approx(12.0)
     assert s0.length_bias is None  # no length differences
     # peer agreement: items 8 and 9 are shared; 0 says B/A, 1 says B/B -> 1 of 2 agree each
@@ -348,10 +348,7 @@ def test_campaign_stats_on_a_hand_made_frame():
     left = (choice[ab] == CHOICE_A) == side[ab]
     assert camp.position_bias == pytest.approx(left.mean() - 0.5)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ck = fit_dawid_skene(frame, n_ann, backend="crowdkit")
-    ds_winner = dict(zip(ck.items.tolist(), ck.winners().tolist(), strict=True))
+    ds_winner = dict(zip(report.ds.items.tolist(), report.ds.winners().tolist(), strict=True))
     disagree = decided = 0
     for it in range(20, n_items):
         votes = Counter(choice[(item == it)].tolist())
@@ -387,10 +384,11 @@ def _simulate_pool(rng, annotators, n_each):
     screen-side term. Row kinds (n_each of each): gold pairs (|u_A - u_B| = 1, correct = the
     better one), regular pairs (u_A - u_B ~ N(0, 1)), padding probes (equal utility, length
     differs by 50-300 characters) and sycophancy probes (the response agreeing with the user's
-    wrong belief is 0.5 worse). Truths are expectations over the simulated rows' probabilities.
+    wrong belief is 1 worse, gold known). Truths are expectations over the simulated rows'
+    probabilities.
     """
     cols = {k: [] for k in ("annotator", "item", "choice", "a_on_left", "len_diff",
-                            "agree_diff", "gold_ok", "is_calibration")}
+                            "agree_diff", "gold_ok", "gold_label", "is_calibration")}
     truth = []
     item0 = 0
     for w, (tau, b_len, beta_pos, b_syc) in enumerate(annotators):
@@ -405,7 +403,7 @@ def _simulate_pool(rng, annotators, n_each):
         len_diff[kind == 2] = rng.choice([-1, 1], n_len) * rng.uniform(50, 300, n_len)
         agree = np.full(n, np.nan)
         agree[kind == 3] = rng.choice([-1.0, 1.0], (kind == 3).sum())
-        du[kind == 3] = -0.5 * agree[kind == 3]
+        du[kind == 3] = -1.0 * agree[kind == 3]  # as far apart as gold pairs: one quality term
         side = rng.random(n) < 0.5
         s = np.where(side, 1.0, -1.0)
         logit = (du + b_len * len_diff / 100 + b_syc * np.nan_to_num(agree)) / tau + beta_pos * s
@@ -414,19 +412,26 @@ def _simulate_pool(rng, annotators, n_each):
         choice = np.where(tie, CHOICE_TIE, np.where(rng.random(n) < p_a, CHOICE_A, CHOICE_B))
         correct = np.where(gold_sign > 0, CHOICE_A, CHOICE_B)
         gold_ok = np.where(kind == 0, (choice == correct).astype(float), np.nan)
+        # Gold is known on gold pairs and on sycophancy probes (the agreeing reply is worse),
+        # so the bias model can hold quality fixed there; padding probes are ties.
+        gold_label = np.where(kind == 0, correct,
+                              np.where(kind == 3, np.where(agree > 0, CHOICE_B, CHOICE_A), -1))
         p_left = np.where(side, p_a, 1 - p_a)
         p_agree = np.where(agree > 0, p_a, 1 - p_a)
         truth.append({
             "accuracy": float(np.mean((1 - P_TIE) * np.where(gold_sign > 0, p_a, 1 - p_a)
                                       [kind == 0])),
-            "position": float(p_left.mean() - 0.5),
+            # Biases at equal quality (what annotator_stats reports): the model's own terms.
+            "position": float(_sigmoid(beta_pos) - 0.5),
             "length": b_len / tau,
-            "sycophancy": float(p_agree[kind == 3].mean() - 0.5),
+            "sycophancy": float(_sigmoid(b_syc / tau) - 0.5),
+            "marginal_position": float(p_left.mean() - 0.5),
+            "marginal_sycophancy": float(p_agree[kind == 3].mean() - 0.5),
         })
         for key, value in (("annotator", np.full(n, w)), ("item", item0 + np.arange(n)),
                            ("choice", choice), ("a_on_left", side), ("len_diff", len_diff),
                            ("agree_diff", agree), ("gold_ok", gold_ok),
-                           ("is_calibration", kind == 0)):
+                           ("gold_label", gold_label), ("is_calibration", kind == 0)):
             cols[key].append(value)
         item0 += n
     merged = {k: np.concatenate(v) for k, v in cols.items()}
@@ -474,7 +479,7 @@ def test_biases_of_simulated_annotators_are_recovered():
             assert abs(est - t[name]) <= 0.2 * abs(t[name]), (name, est, t[name])
     unbiased = result[3]
     assert abs(unbiased.position_bias) < 3 * 0.5 / math.sqrt(4 * 4000)
-    assert abs(unbiased.sycophancy_bias - truth[3]["sycophancy"]) < 3 * 0.5 / math.sqrt(4000)
+    assert abs(unbiased.sycophancy_bias) < 3 * 0.5 / math.sqrt(4000)
     assert abs(unbiased.length_bias) < 0.1
     acc = [s.gold_accuracy for s in result]
     assert acc[1] > acc[0] > acc[2]
