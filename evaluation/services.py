@@ -431,8 +431,10 @@ def simulated_truth(
     simulated annotator, the decision parameters (tau, biases, drift) and the drift onset as a
     judgment number (``simulation.drift_onset_judgment``; the same numbering as the quality
     dashboards: 1-based over all the annotator's judgments in the campaign in time order) with
-    the true accuracy before and after it. ``configs`` maps usernames to their configs; others
-    get the preset named by a ``sim-<kind>-NN`` username, or none.
+    the true accuracy before and after it. True accuracy is also given on regular items and on
+    calibration items apart: gold items are built with a clear utility gap, so accuracy on them
+    overstates accuracy on the regular work that ε is about. ``configs`` maps usernames to
+    their configs; others get the preset named by a ``sim-<kind>-NN`` username, or none.
 
     ``totals.true_error`` is the judgment-weighted mean of 1 - true accuracy (weights: current
     judgments), the quantity the campaign's ε estimates (``CampaignQuality.noise_epsilon``);
@@ -453,7 +455,7 @@ def simulated_truth(
         .order_by("annotator_id", "created_at", "id")
         .values_list(
             "annotator_id", "annotator__username", "annotator__annotator_profile__kind",
-            "choice", "superseded_by__id",
+            "choice", "superseded_by__id", "comparison__kind",
             "comparison__response_a_id", "comparison__response_b_id",
             "comparison__response_a__features__utility",
             "comparison__response_b__features__utility",
@@ -472,10 +474,12 @@ def simulated_truth(
         tally = TruthTally(onset=None if config is None else drift_onset_judgment(config))
         # Numbered over every judgment, superseded ones too (the dashboards' numbering); only
         # current judgments are tallied, as the estimators see only those.
-        for number, (*_, choice, superseded, a_id, b_id, _ua, _ub) in enumerate(judgments, 1):
+        for number, (*_, choice, superseded, kind, a_id, b_id, _ua, _ub) in enumerate(
+                judgments, 1):
             if superseded is None:
                 tally.add(number=number, choice=choice, utility_a=utilities.get(a_id),
-                          utility_b=utilities.get(b_id))
+                          utility_b=utilities.get(b_id),
+                          regular=kind != Comparison.Kind.CALIBRATION)
         annotators.append({
             "username": username, "kind": kind, "preset": preset,
             "config": None if config is None else config_summary(config),

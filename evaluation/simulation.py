@@ -288,8 +288,10 @@ class TruthTally:
 
     ``n_judgments`` counts current judgments (the weight of the campaign's ε); ``n_decisive``
     their A/B answers; ``n_scored`` the A/B answers on pairs with a utility difference, of
-    which ``n_correct`` picked the higher r*. With an onset, the scored answers are also split
-    into those before it and those from it on (by judgment number).
+    which ``n_correct`` picked the higher r*. The scored answers are also split by item kind
+    (regular comparisons vs calibration items, which are built with a clear utility gap and so
+    are easier) and, with an onset, into those before it and those from it on (by judgment
+    number).
     """
 
     onset: int | None = None
@@ -302,9 +304,11 @@ class TruthTally:
     correct_before: int = 0
     scored_after: int = 0
     correct_after: int = 0
+    scored_regular: int = 0
+    correct_regular: int = 0
 
     def add(self, *, number: int, choice: str, utility_a: float | None,
-            utility_b: float | None) -> None:
+            utility_b: float | None, regular: bool = True) -> None:
         self.n_judgments += 1
         if choice not in ("A", "B"):
             return
@@ -315,6 +319,9 @@ class TruthTally:
             return
         self.n_scored += 1
         self.n_correct += ok
+        if regular:
+            self.scored_regular += 1
+            self.correct_regular += ok
         if self.onset is not None:
             if number < self.onset:
                 self.scored_before += 1
@@ -337,6 +344,10 @@ class TruthTally:
             "n_equal_utility": self.n_equal_utility, "n_scored": self.n_scored,
             "n_correct": self.n_correct, "true_accuracy": self.true_accuracy,
             "drift_onset_judgment": self.onset,
+            "n_scored_regular": self.scored_regular,
+            "true_accuracy_regular": self._share(self.correct_regular, self.scored_regular),
+            "true_accuracy_calibration": self._share(self.n_correct - self.correct_regular,
+                                                     self.n_scored - self.scored_regular),
         }
         if self.onset is not None:
             out["true_accuracy_before_onset"] = self._share(self.correct_before,

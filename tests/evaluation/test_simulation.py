@@ -346,11 +346,11 @@ def test_http_load_mode_submits_through_the_rest_api(live_server):
 # The known truth: simulate's JSON line and simulated_truth
 # ---------------------------------------------------------------------------------------------
 
-def _direct_truth(campaign: Campaign, username: str) -> tuple[int, int, int]:
-    """(scored, correct, current judgments) of one annotator, counted straight from the texts:
-    the world reads each question from the turns and scores both replies; equal utilities and
-    tie/both-bad answers are not scored."""
-    scored = correct = n = 0
+def _direct_truth(campaign: Campaign, username: str) -> tuple[int, int, int, int, int]:
+    """(scored, correct, current judgments, scored regular, correct regular) of one annotator,
+    counted straight from the texts: the world reads each question from the turns and scores
+    both replies; equal utilities and tie/both-bad answers are not scored."""
+    scored = correct = n = scored_regular = correct_regular = 0
     for j in (Judgment.objects.filter(campaign=campaign, annotator__username=username,
                                       superseded_by__isnull=True)
               .select_related("comparison__prompt", "comparison__response_a",
@@ -361,9 +361,13 @@ def _direct_truth(campaign: Campaign, username: str) -> tuple[int, int, int]:
         u_b = WORLD.utility(prompt, j.comparison.response_b.text)
         if j.choice not in ("A", "B") or u_a == u_b:
             continue
+        ok = (j.choice == "A") == (u_a > u_b)
         scored += 1
-        correct += (j.choice == "A") == (u_a > u_b)
-    return scored, correct, n
+        correct += ok
+        if j.comparison.kind == Comparison.Kind.REGULAR:
+            scored_regular += 1
+            correct_regular += ok
+    return scored, correct, n, scored_regular, correct_regular
 
 
 @pytest.mark.django_db
@@ -386,10 +390,14 @@ def test_simulate_ends_with_a_json_line_of_true_accuracies_that_match_a_direct_c
     assert set(by_name) == {"sim-crowd-00", "sim-crowd-01", "sim-drifting-00", "sim-expert-00"}
     weighted = weight = 0.0
     for username, a in by_name.items():
-        scored, correct, n = _direct_truth(campaign, username)
-        assert scored >= 20, (username, scored)
+        scored, correct, n, scored_regular, correct_regular = _direct_truth(campaign, username)
+        assert scored >= 20 and scored > scored_regular > 0, (username, scored, scored_regular)
         assert (a["n_scored"], a["n_correct"], a["n_judgments"]) == (scored, correct, n)
         assert a["true_accuracy"] == pytest.approx(correct / scored)
+        assert a["n_scored_regular"] == scored_regular
+        assert a["true_accuracy_regular"] == pytest.approx(correct_regular / scored_regular)
+        assert a["true_accuracy_calibration"] == pytest.approx(
+            (correct - correct_regular) / (scored - scored_regular))
         assert a["judgments_this_run"] == n == 30
         weighted += n * (1 - correct / scored)
         weight += n
