@@ -36,6 +36,7 @@ from django.utils.dateparse import parse_datetime
 
 from annotation.calibration import gold_correct
 from annotation.models import (
+    AnnotatorProfile,
     AnnotatorQuality,
     Campaign,
     CampaignQuality,
@@ -552,9 +553,11 @@ def campaign_label_mix(
     run for weeks, and a count axis matches the drift detectors' judgment indices.
 
     Two queries; the grouping runs in the database and returns at most
-    ``n_buckets x 4 labels x 2 sides`` rows.
+    ``n_buckets x 4 labels x 2 sides`` rows. The people's judgments only: an import's own labels
+    (dataset annotators, all made at import time, A always left) would swamp the first buckets.
     """
-    qs = Judgment.objects.filter(campaign=campaign, superseded_by__isnull=True)
+    qs = Judgment.objects.filter(campaign=campaign, superseded_by__isnull=True).exclude(
+        annotator__annotator_profile__kind=AnnotatorProfile.Kind.DATASET)
     n = qs.count()
     if n == 0:
         return []

@@ -26,6 +26,7 @@ from annotation.models import (
 )
 from annotation.selectors import comparison_for_annotator
 from annotation.selectors.frame import judgment_frame
+from annotation.selectors.quality import campaign_label_mix
 from annotation.selectors.sources import dataset_annotator_ids, source_agreement_list
 from annotation.services import assignment_issue_next, judgment_submit
 from annotation.services.imports import comparisons_import_file
@@ -192,6 +193,8 @@ def test_dataset_annotators_get_no_work_and_stay_out_of_tallies_and_quality(db, 
     dataset_user = AnnotatorProfile.objects.get(kind="dataset").user
     with pytest.raises(ForbiddenError, match="no work"):
         assignment_issue_next(campaign=campaign, annotator=dataset_user)
+    assert Judgment.objects.filter(annotator=dataset_user).count() == 8
+    assert campaign_label_mix(campaign=campaign) == []  # the people's chart: nobody yet
     # Overlap 1: the labels used none of it, so one person still gets all eight regular items.
     (alice,) = make_users(1, prefix="alice")
     _judge_all(campaign, [alice], "A")
@@ -203,6 +206,7 @@ def test_dataset_annotators_get_no_work_and_stay_out_of_tallies_and_quality(db, 
                 .values_list("annotator__username", flat=True)) == [alice.username]
     people = Judgment.objects.filter(campaign=campaign, annotator=alice).count()
     assert CampaignQuality.objects.get(campaign=campaign).n_judgments == people
+    assert sum(b.size for b in campaign_label_mix(campaign=campaign)) == people
     frame = judgment_frame(campaign=campaign)
     assert dataset_user.pk not in frame.annotator_ids and frame.annotator_ids == [alice.pk]
     assert dataset_annotator_ids() == {dataset_user.pk}
