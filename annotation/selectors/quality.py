@@ -263,15 +263,24 @@ def _alert_report(alert: DriftAlert) -> dict:
 
 
 def campaign_quality_report(*, campaign: Campaign) -> dict:
-    """Every stored quality number of a campaign as plain JSON, in three queries.
+    """Every stored quality number of a campaign as plain JSON, in six queries at most.
 
     ``campaign``: name, threshold and the stored CampaignQuality (ε, alphas, label mix, the
     iterative fits' diagnostics ``fits``), or None before the first recompute. ``annotators``:
     one entry per AnnotatorQuality row, by username: gold accuracy with its Wilson interval,
     competence, peer agreement, biases, profile kind and status, ``level`` (``accuracy_level``)
     and every drift alert (acknowledged ones too, oldest first) with its stream, onset and
-    alarm as the annotator's judgment numbers (``drift_alert_list``). Only reads.
+    alarm as the annotator's judgment numbers (``drift_alert_list``), and ``source_agreement``:
+    per imported source, how often the annotator's choice equals that dataset's own label
+    (``selectors.sources.source_agreement_list``: n, agreement, 95% Wilson interval). Only reads.
     """
+    from annotation.selectors.sources import source_agreement_list
+
+    agreement: dict[int, dict[str, dict]] = defaultdict(dict)
+    for sa in source_agreement_list(campaign=campaign):
+        low, high = sa.ci
+        agreement[sa.annotator_id][sa.source] = {"n": sa.n, "agreement": sa.agreement,
+                                                 "ci_low": low, "ci_high": high}
     quality = campaign_quality_get(campaign=campaign)
     alerts: dict[int, list[dict]] = defaultdict(list)
     for alert in drift_alert_list(campaign=campaign, open_only=False).order_by("created_at",
@@ -299,6 +308,7 @@ def campaign_quality_report(*, campaign: Campaign) -> dict:
             "level": accuracy_level(n_gold=row.n_gold, ci_low=row.gold_ci_low,
                                     ci_high=row.gold_ci_high, threshold=threshold),
             "alerts": alerts.get(row.annotator_id, []),
+            "source_agreement": agreement.get(row.annotator_id, {}),
         })
     return {
         "campaign": {

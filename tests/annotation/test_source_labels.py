@@ -4,6 +4,7 @@ refused ones with their reasons."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -233,6 +234,16 @@ def test_agreement_of_each_person_with_the_dataset_labels(db, tmp_path):
     low, high = rows[bob.username].ci
     assert low < 0.75 < high
     assert rows[carol.username].agreement == 0.0
+    # The quality report carries it per annotator; the dataset itself is no annotator there.
+    out = io.StringIO()
+    call_command("quality_report", "--campaign", "agree", "--recompute", stdout=out)
+    text = out.getvalue()
+    assert "agreement with hh labels 0.75 (n=4)" in text
+    report = json.loads(text.strip().splitlines()[-1])
+    by_name = {a["username"]: a for a in report["annotators"]}
+    assert set(by_name) == {bob.username, carol.username}
+    assert by_name[bob.username]["source_agreement"]["hh"]["agreement"] == 0.75
+    assert by_name[carol.username]["source_agreement"]["hh"]["n"] == 4
 
 
 # --- context shown to annotators; calibration items alike ------------------------------------

@@ -66,5 +66,7 @@ class Command(BaseCommand):
                 f"[{_num(gold['ci_low'])}, {_num(gold['ci_high'])}] n={gold['n']}  "
                 f"competence {_num(a['competence'])}  {a['status'] or '—'}/{a['level']}"
                 + (f"  alerts: {alerts}" if alerts else "")
+                + "".join(f"  agreement with {src} labels {_num(sa['agreement'])} (n={sa['n']})"
+                          for src, sa in sorted(a["source_agreement"].items()))
             )
         self.stdout.write(json.dumps(report, sort_keys=True, allow_nan=False))
