@@ -342,3 +342,54 @@ def test_fuzzed_import_files_never_give_a_5xx(researcher_client, payload):
         else:  # the serializer refuses an empty upload before the importer sees it
             assert body["file"]
         assert _counts() == before
+
+
+@pytest.mark.parametrize(("name", "filename", "data", "expected"), BAD_FILES,
+                         ids=[case[0] for case in BAD_FILES])
+def test_bad_file_with_skip_invalid_imports_the_good_rows_or_is_a_400(
+    client_for, name, filename, data, expected,
+):
+    """skip_invalid: the bad row comes back as a reject naming its line and field and the good
+    rows import; a file with no good row, or one the CSV reader loses its place in, stays a 400
+    and writes nothing. Never a 500."""
+    campaign = CampaignFactory()
+    before = _counts()
+    resp = client_for("researcher").post(
+        f"/api/campaigns/{campaign.pk}/import/",
+        {"file": SimpleUploadedFile(filename, data), "skip_invalid": "true"},
+    )
+    line, field = expected.split(":", 1)[0].split(", field ")
+    if resp.status_code == 201:
+        body = resp.json()
+        assert body["comparisons"] >= 1 and body["rejected"] >= 1
+        assert (int(line.split()[1]), field.strip("'")) in {
+            (r["line"], r["field"]) for r in body["rejects"]}
+        assert _counts()[2] == before[2] + body["comparisons"]
+    else:
+        assert resp.status_code == 400, resp.content[:300]
+        assert expected in resp.json()["detail"]
+        assert _counts() == before
+
+
+def test_the_rejects_file_keeps_hostile_rows_as_escaped_json(db, tmp_path):
+    """NUL and lone surrogates survive in the rejects file as JSON escapes, one valid JSON
+    object a line; invalid JSON is kept as its raw text."""
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(_jsonl(
+        _good_line(),
+        '{"prompt": "a\\u0000b", "responses": ["x", "y"]}',
+        '{"prompt": "q", "responses": ["x", "y\\ud800"]}',
+        '{"prompt": "q", "responses": ["x", "y"]',
+    ) + b'{"prompt": "q\xff", "responses": ["x", "y"]}\n')
+    out = tmp_path / "refused.jsonl"
+    call_command("import_comparisons", str(path), campaign="hostile", create=True,
+                 skip_invalid=True, rejects=str(out))
+    assert Comparison.objects.filter(campaign__name="hostile").count() == 1
+    refused = [json.loads(line) for line in out.read_text(encoding="ascii").splitlines()]
+    assert [(r["line"], r["field"]) for r in refused] == [
+        (2, "prompt"), (3, "responses[1]"), (4, "(json)"), (5, "prompt")]
+    assert refused[0]["row"]["prompt"] == "a\x00b"
+    assert refused[1]["row"]["responses"][1] == "y\ud800"
+    assert refused[2]["row"] == '{"prompt": "q", "responses": ["x", "y"]'
+    assert refused[3]["row"]["prompt"] == "q\udcff"  # the byte 0xff, as surrogateescape reads it
+    assert "not UTF-8 (0xff)" in refused[3]["message"]
