@@ -576,6 +576,9 @@ class Snapshot(models.Model):
     path = models.CharField(max_length=500)
     row_count = models.PositiveIntegerField()
     params = models.JSONField(default=dict, blank=True)
+    # Diagnostics of the aggregation's fit (iterations, converged, ...); not part of the hash:
+    # the same rows are the same snapshot however many iterations found them.
+    fits = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )

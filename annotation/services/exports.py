@@ -42,8 +42,8 @@ def preferences_write(*, campaign: Campaign, out: Path, fmt: str,
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows, _ = snapshot_rows_build(campaign=campaign, method=Snapshot.Method.MAJORITY,
-                                  sources=sources)
+    rows = snapshot_rows_build(campaign=campaign, method=Snapshot.Method.MAJORITY,
+                               sources=sources).rows
     if fmt == PreferenceExport.Format.JSONL:
         tmp = out.with_name(out.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as fh:

@@ -25,7 +25,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -74,11 +74,18 @@ def snapshot_hash(*, header: bytes, body: bytes) -> str:
     return hashlib.sha256(header + b"\n" + body).hexdigest()
 
 
+class BuiltRows(NamedTuple):
+    rows: list[dict[str, Any]]
+    params: dict[str, Any]  # resolved against the method's defaults
+    fit: dict[str, Any]  # the fit's diagnostics (iterations, converged, ...), may be empty
+
+
 def snapshot_rows_build(
     *, campaign: Campaign, method: str, params: dict[str, Any] | None = None,
     sources: str = SOURCES_ALL,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Aggregate the campaign's current regular judgments; return (rows, resolved params).
+) -> BuiltRows:
+    """Aggregate the campaign's current regular judgments into rows, with the resolved params
+    and the fit's diagnostics.
 
     ``sources`` picks whose judgments count: ``all`` (people and imported dataset labels),
     ``people`` or ``dataset`` (``annotation.selectors.sources``); any other than ``all`` is
@@ -117,8 +124,7 @@ def snapshot_rows_build(
         raise ApplicationError(str(exc)) from exc
     decisions = fit.decisions
     if fit.info.get("converged") is False:
-        # Flagged, not hidden: the rows are the last iterate's. A Snapshot row has no field
-        # for fit diagnostics yet, so the log is where this shows.
+        # Flagged, not hidden: the rows are the last iterate's; Snapshot.fits records it too.
         logger.warning("snapshot %s of %s: the fit did not converge: %s", method,
                        campaign.name, fit.info)
     decided = {d.comparison: d for d in decisions if d.winner is not None}
@@ -138,7 +144,13 @@ def snapshot_rows_build(
             "n_judgments": decision.n_judgments,
             "category": comparison.prompt.category,
         })
-    return rows, resolved
+    return BuiltRows(rows, resolved, _plain_info(fit.info))
+
+
+def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
+    """The fit's diagnostics as JSON values (numpy scalars to Python, nested dicts kept)."""
+    return json.loads(json.dumps(info, default=lambda v: v.item() if hasattr(v, "item")
+                                 else str(v)))
 
 
 def _write_atomically(path: Path, body: bytes) -> None:
@@ -165,8 +177,8 @@ def snapshot_create(
             f"Unknown method {method!r}; choose from {', '.join(Snapshot.Method.values)}.",
             extra={"field": "method"},
         )
-    rows, resolved = snapshot_rows_build(campaign=campaign, method=method, params=params,
-                                         sources=sources)
+    rows, resolved, fits = snapshot_rows_build(campaign=campaign, method=method, params=params,
+                                               sources=sources)
     if not rows:
         raise ApplicationError(f"No comparison of {campaign.name} is decided by {method}; "
                                "nothing to snapshot.")
@@ -182,7 +194,7 @@ def snapshot_create(
     _write_atomically(path, body)
     snapshot = Snapshot(
         campaign=campaign, method=method, content_hash=content_hash, path=str(path),
-        row_count=len(rows), params=resolved, created_by=created_by,
+        row_count=len(rows), params=resolved, fits=fits, created_by=created_by,
     )
     snapshot.full_clean(validate_unique=False)
     try:

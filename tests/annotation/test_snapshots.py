@@ -295,3 +295,22 @@ def test_snapshot_create_command_prints_the_hash(judged):
                      "--params", "[1]")
     with pytest.raises(CommandError, match="gold"):
         call_command("snapshot_create", "--campaign", campaign.name, "--method", "gold_weighted")
+
+
+def test_snapshot_records_its_fits_diagnostics(db):
+    """A Dawid-Skene snapshot stores how its fit ended (outside the hash)."""
+    from annotation.models import Snapshot
+    from annotation.services import assignment_issue_next, judgment_submit, snapshot_create
+    from tests.factories import CampaignFactory, ComparisonFactory, make_users
+
+    campaign = CampaignFactory(overlap=3)
+    ComparisonFactory.create_batch(4, campaign=campaign)
+    for u, user in enumerate(make_users(3, prefix="fits")):
+        for i in range(4):
+            a = assignment_issue_next(campaign=campaign, annotator=user)
+            judgment_submit(assignment=a, annotator=user, choice="A" if (u + i) % 3 else "B",
+                            strength=2, seconds_spent=2.0, idempotency_key=f"f{u}-{i}")
+    snapshot = snapshot_create(campaign=campaign, method=Snapshot.Method.DAWID_SKENE_PLAIN)
+    snapshot.refresh_from_db()
+    assert isinstance(snapshot.fits.get("iterations"), int) and snapshot.fits["iterations"] > 0
+    assert isinstance(snapshot.fits.get("converged"), bool)
