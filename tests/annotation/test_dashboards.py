@@ -674,3 +674,17 @@ def test_my_quality_shows_only_my_own_work(cast, client_for):
     assert 'id="no-feedback"' in html
     assert Judgment.objects.filter(annotator=other).count() == 3
 
+
+
+def test_campaign_page_says_whether_the_dawid_skene_fit_converged(client_for, campaign):
+    from annotation.models import CampaignQuality
+
+    CampaignQuality.objects.create(campaign=campaign, n_judgments=10, fits={
+        "dawid_skene": {"iterations": 100, "converged": False, "anchored_items": 7}})
+    page = client_for("admin").get(f"/quality/campaigns/{campaign.pk}/").content.decode()
+    assert 'data-converged="false"' in page and "did not converge" in page
+    assert "anchored on 7 gold items" in page
+    CampaignQuality.objects.filter(campaign=campaign).update(fits={
+        "dawid_skene": {"iterations": 14, "converged": True, "anchored_items": 7}})
+    page = client_for("admin").get(f"/quality/campaigns/{campaign.pk}/").content.decode()
+    assert "converged after 14 iterations" in page
