@@ -1,35 +1,58 @@
 """Sequential change-point detection on one annotator's streams. Pure numpy, no ORM.
 
-DESIGN section 4: each annotator has a stream of gold errors and a stream per bias (position:
-chose the left response; length: chose the longer one; sycophancy: chose the one agreeing with
-the user). All are 0/1 streams.
+DESIGN section 4: each annotator has a stream of gold errors, a stream of accuracy on every
+judgment (gold items plus regular items scored against the peers), and a stream per bias
+(position: chose the left response; length: chose the longer one; sycophancy: chose the one
+agreeing with the user).
 
-**Gold errors: Bernoulli CUSUM** (Page 1954; Reynolds & Stoumbos 1999). With increments equal
-to the log-likelihood ratio of the post-change error rate p1 against the in-control rate p0,
+**Drift means change, not level.** An alert says that *this annotator's own* rate changed: the
+estimated onset, and the rates before and after. It never says that an annotator is steadily
+bad: an annotator who is 25% wrong from the first item to the last raises no drift alert. That
+level is the gold threshold's job (the Wilson interval below the campaign's threshold pauses
+the annotator, ``quality.py``), shown apart from drift.
+
+**Accuracy: one-sided GLR scans with no baseline** (:func:`detect_bernoulli_glr`,
+``side="up"``). At each observation the generalised likelihood ratio of "one error rate"
+against "the error rate rose j observations ago" is maximised over j on a geometric grid, both
+rates estimated from the annotator's own stream (Siegmund & Venkatraman 1995; Lai 1995,
+section 3). Estimating the before-rate is what the test pays for with its "one rate for the
+whole stream" term, so a noisy annotator does not look like a drifting one. Two scans run side
+by side: gold errors alone (0/1) and every judgment, where a regular judgment counts as
+1 - P(answer right | every other answer to the item), the leave-one-out Dawid-Skene posterior
+(:func:`peer_evidence`), on the Bernoulli likelihood with fractional counts. After an alarm a
+scan restarts with no memory, so a drift that persists is one change point; a later fall from
+the new level is a new one.
+
+Thresholds (``GOLD_GLR_H``, ``ACCURACY_GLR_H``) are calibrated by simulation: the 99.5%
+quantile of the scan's maximum on steady 0/1 streams, the largest over in-control error rates
+0.02-0.35 (:func:`glr_threshold`), over 500 gold items and over 5,000 judgments (500 gold items
+at a calibration rate of 0.1), half of a 1% budget each. For the soft stream the 0/1
+calibration is conservative (Hoeffding's convexity bound, see :func:`detect_bernoulli_glr`),
+and ``benchmarks/drift_detection.py`` measures false alarms on simulated peer streams at every
+rate. What not knowing the level costs (benchmark, 90% -> 70%): on gold alone a median of about
+90 gold items instead of about 45 for a CUSUM told p0; on every judgment with two 90% peers
+about 12 gold items (about 120 judgments) instead of about 7.
+
+**The fixed-baseline CUSUM** (``DriftConfig(accuracy_method="cusum")``; Page 1954; Reynolds &
+Stoumbos 1999) is kept as the baseline the benchmark compares against. With increments equal to
+the log-likelihood ratio of the error rate p1 against an assumed in-control rate p0,
 
     S_0 = 0,  S_t = max(0, S_{t-1} + x_t log(p1/p0) + (1 - x_t) log((1-p1)/(1-p0)))   [nats],
 
 an alarm is raised when S_t > h, and the onset is estimated as the observation after the last
-time S was 0 before the alarm (the maximum-likelihood change point under the chart's model).
-After an alarm S restarts at 0, so one stream can report several change points. The run-length
-distribution is exact on a Markov chain (Brook & Evans 1972): :func:`cusum_run_length` gives
-the ARL and P(alarm within a horizon), :func:`cusum_threshold` picks h for a false-alarm budget
-("at most 1% of steady annotators flagged within 500 gold items").
+time S was 0 before the alarm. Its run-length distribution is exact on a Markov chain (Brook &
+Evans 1972): :func:`cusum_run_length` gives the ARL and P(alarm within a horizon),
+:func:`cusum_threshold` picks h for a false-alarm budget. It is right only for annotators whose
+steady error rate is p0 = 0.10: every steady annotator above about 15% errors alarms within
+500 gold items, which is what made alerts mean "noisy" rather than "changed".
 
 PREDICTIONS P17 (p0 = 0.10, p1 = 0.25, h = 4): the chain gives in-control ARL 1,025 and drifted
-ARL 37.0 gold items; 20,000 simulated streams give 1,025 +/- 7 (``benchmarks/drift_detection.py``
-reports both). An ARL of 1,000 still flags 38% of steady annotators within 500 gold items, so a
-campaign that wants few false alarms must raise h: delay and false alarms trade off along a
-frontier the benchmark prints. For a fall from 90% to 70% gold accuracy, a 1% false-alarm rate
-over 500 gold items costs a median delay of about 42 gold items whatever p1 is chosen
-(p1 = 0.25-0.35, h = 7.7-8.3), 2% about 38, 5% about 32; the P17 point detects in about 20.
+ARL 37.0 gold items; simulated streams agree (``benchmarks/drift_detection.py`` reports both).
 
-**Bias streams: GLR scan** (:func:`detect_bernoulli_glr`). An annotator's steady bias is not
-drift, and its level is unknown, so the detector must not assume a baseline: the generalised
-likelihood ratio of "one rate" against "the rate changed j observations ago" is maximised over j
-(both rates estimated). A fixed-baseline two-sided CUSUM is available too (``bias_method=
-"cusum"``); a CUSUM whose baseline is estimated from the first N observations was tried and
-rejected (:class:`DriftConfig` gives the numbers).
+**Bias streams: GLR scan**, two-sided (:func:`detect_bernoulli_glr`): an annotator's steady
+bias is not drift, and its level is unknown. A fixed-baseline two-sided CUSUM is available too
+(``bias_method="cusum"``); a CUSUM whose baseline is estimated from the first N observations was
+tried and rejected (:class:`DriftConfig` gives the numbers).
 
 Why not river: river 0.26 has ``drift.PageHinkley`` (a CUSUM on deviations from the running
 mean, fading factor, threshold in raw units, per-sample ``update``), ``ADWIN``, ``KSWIN`` and the
@@ -42,7 +65,7 @@ GLR scan here has a median delay of about 70 at under 1% false alarms.
 
 :func:`drift_scan` recomputes an annotator's streams from scratch in the quality recompute job;
 nothing of it runs on the submit path. :class:`CusumState` is the O(1) incremental form of the
-same statistic, priced by the benchmarks.
+fixed-baseline CUSUM, priced by the benchmarks.
 """
 
 from __future__ import annotations
@@ -282,13 +305,27 @@ def _klogk(n: int) -> np.ndarray:
     return k * np.log(np.maximum(k, 1.0))
 
 
-def _segment_loglik(ones: np.ndarray, n: np.ndarray, klogk: np.ndarray) -> np.ndarray:
+def _xlogx(v: np.ndarray) -> np.ndarray:
+    """v log v elementwise for v >= 0 (0 at v = 0): the soft-count form of :func:`_klogk`."""
+    return v * np.log(np.where(v > 0.0, v, 1.0))
+
+
+def _segment_loglik(ones: np.ndarray, n: np.ndarray, klogk: np.ndarray | None) -> np.ndarray:
     """Maximised Bernoulli log-likelihood of segments with ``ones`` ones in ``n`` draws.
 
     s log(s/n) + (n-s) log((n-s)/n) = s log s + (n-s) log(n-s) - n log n; with integer counts
-    the three terms are table look-ups, several times faster than evaluating the logs.
+    the three terms are table look-ups (``klogk``), several times faster than evaluating the
+    logs. With ``klogk`` None the counts may be fractional (a soft stream: the sum of values in
+    [0, 1]); the same formula is then the Bernoulli quasi-log-likelihood.
     """
-    return klogk[ones] + klogk[n - ones] - klogk[n]
+    if klogk is not None:
+        return klogk[ones] + klogk[n - ones] - klogk[n]
+    ones = np.clip(ones, 0.0, n)
+    return _xlogx(ones) + _xlogx(n - ones) - _xlogx(n)
+
+
+def _is_binary(x: np.ndarray) -> bool:
+    return bool(np.all((x == 0.0) | (x == 1.0)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -312,99 +349,168 @@ def glr_lags(min_segment: int, max_lookback: int, ratio: float = 1.1) -> np.ndar
     return np.array(_glr_lags_cached(min_segment, max_lookback, ratio))
 
 
+SIDES = ("both", "up")
+
+
 def glr_path(
-    x: np.ndarray, *, min_segment: int = 20, max_lookback: int = 400,
+    x: np.ndarray, *, min_segment: int = 20, max_lookback: int = 400, side: str = "both",
+    min_post: int | None = None,
 ) -> np.ndarray:
     """GLR statistic G_t for a change in a Bernoulli rate, on the lag grid, no restarts.
 
     G_t = max over lags j of LL(x_0..x_{t-j}) + LL(x_{t-j+1}..x_t) - LL(x_0..x_t) (nats),
-    with both rates unknown and each segment at least ``min_segment`` long; -inf where no
-    split is allowed yet. ``x`` is 0/1 and may carry leading batch axes (one stream per row).
+    with both rates unknown, the segment before the change at least ``min_segment`` long and
+    the one after at least ``min_post`` (default: ``min_segment``); -inf where no split is
+    allowed yet. ``side="up"`` keeps only splits whose later rate is higher (a
+    one-sided test: a rise in the rate of ones). ``x`` may carry leading batch axes (one stream
+    per row). A 0/1 stream uses exact integer counts; a soft stream (values in [0, 1], e.g.
+    1 - P(answer right)) uses the same likelihood on fractional counts, the Bernoulli
+    quasi-likelihood (see :func:`detect_bernoulli_glr` for why its thresholds carry over).
     """
-    x = np.asarray(x) > 0.5
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}")
+    x = np.asarray(x)
+    binary = x.dtype == bool or _is_binary(x)
     n = x.shape[-1]
-    csum = np.concatenate([np.zeros(x.shape[:-1] + (1,), np.int64),
-                           np.cumsum(x, axis=-1, dtype=np.int64)], axis=-1)
-    klogk = _klogk(n)
+    if binary:
+        csum = np.concatenate([np.zeros(x.shape[:-1] + (1,), np.int64),
+                               np.cumsum(x > 0.5, axis=-1, dtype=np.int64)], axis=-1)
+        klogk: np.ndarray | None = _klogk(n)
+    else:
+        csum = np.concatenate([np.zeros(x.shape[:-1] + (1,)),
+                               np.cumsum(np.asarray(x, dtype=float), axis=-1)], axis=-1)
+        klogk = None
     t = np.arange(n)[:, None]  # segment end, inclusive
-    split = t + 1 - glr_lags(min_segment, max_lookback)[None, :]  # first post-change index
+    lags = glr_lags(min_segment if min_post is None else min_post, max_lookback)
+    split = t + 1 - lags[None, :]  # first post-change index
     ok = split >= min_segment
     split_c = np.where(ok, split, 0)
+    n_post = t + 1 - split_c
     ones_all = csum[..., 1:, None]
     ones_pre = np.take(csum, split_c, axis=-1)
+    ones_post = ones_all - ones_pre
     stat = (_segment_loglik(ones_pre, split_c, klogk)
-            + _segment_loglik(ones_all - ones_pre, t + 1 - split_c, klogk)
+            + _segment_loglik(ones_post, n_post, klogk)
             - _segment_loglik(ones_all, t + 1, klogk))
+    if side == "up":
+        # later rate higher: ones_post / n_post > ones_pre / split, cross-multiplied
+        ok = ok & (ones_post * split_c > ones_pre * n_post)
     return np.where(ok, stat, -np.inf).max(axis=-1)
 
 
-def _best_split(x: np.ndarray, t: int, *, min_segment: int, max_lookback: int) -> int:
+def _best_split(x: np.ndarray, t: int, *, min_segment: int, max_lookback: int,
+                side: str = "both", min_post: int | None = None) -> int:
     """Exact maximum-likelihood split of x[0..t] over every allowed k (the onset estimate)."""
-    csum = np.concatenate([[0], np.cumsum(np.asarray(x[: t + 1]) > 0.5, dtype=np.int64)])
-    k = np.arange(max(min_segment, t + 1 - max_lookback), t + 2 - min_segment)
+    x = np.asarray(x[: t + 1], dtype=float)
+    binary = _is_binary(x)
+    csum = (np.concatenate([[0], np.cumsum(x > 0.5, dtype=np.int64)]) if binary
+            else np.concatenate([[0.0], np.cumsum(x)]))
+    min_post = min_segment if min_post is None else min_post
+    k = np.arange(max(min_segment, t + 1 - max_lookback), t + 2 - min_post)
     if k.size == 0:
         return t
-    klogk = _klogk(t + 1)
-    stat = (_segment_loglik(csum[k], k, klogk)
-            + _segment_loglik(csum[t + 1] - csum[k], t + 1 - k, klogk))
+    klogk = _klogk(t + 1) if binary else None
+    pre, post = csum[k], csum[t + 1] - csum[k]
+    stat = (_segment_loglik(pre, k, klogk)
+            + _segment_loglik(post, t + 1 - k, klogk))
+    if side == "up":
+        stat = np.where(post * k > pre * (t + 1 - k), stat, -np.inf)
+        if not np.isfinite(stat).any():
+            return int(k[0])
     return int(k[np.argmax(stat)])
 
 
 def detect_bernoulli_glr(
     x: np.ndarray, *, h: float, min_segment: int = 20, max_lookback: int = 400,
+    side: str = "both", name: str = "bernoulli_glr", min_post: int | None = None,
 ) -> list[ChangePoint]:
-    """Change points of a 0/1 stream whose in-control rate is unknown (two-sided GLR scan).
+    """Change points of a stream whose in-control rate is unknown (GLR scan).
 
     At each observation t the generalised likelihood ratio of "one rate" against "a change
     ``j`` observations ago" is maximised over the lag grid of :func:`glr_lags` (Siegmund &
     Venkatraman 1995; Lai 1995, section 3); alarm when it exceeds ``h`` nats. The onset is the
     exact maximum-likelihood split at the alarm, the direction the sign of the rate change.
     After an alarm the scan restarts after it with no memory, so the new regime becomes the
-    baseline. Pick ``h`` with :func:`glr_threshold`.
+    baseline: a drift that persists at its new level is one change point, not a series.
+    ``side="up"`` watches for a rise only. Pick ``h`` with :func:`glr_threshold`.
+
+    ``x`` is 0/1, or soft (values in [0, 1]: an expected error per judgment); a soft stream is
+    scanned with the Bernoulli likelihood on fractional counts. A threshold calibrated on 0/1
+    streams is conservative for it: for any variable in [0, 1] with mean p, E[exp(l X)] <=
+    1 - p + p exp(l) (Hoeffding 1963, the convexity step of his eq. 4.16), so every
+    likelihood-ratio exponential martingale that bounds the Bernoulli scan's crossing
+    probability bounds the soft scan's too; a [0, 1] variable is at most as variable as a coin
+    with its mean. ``benchmarks/drift_detection.py`` checks it on simulated peer streams.
     """
     x = np.asarray(x, dtype=float)
     if np.isnan(x).any():
         raise ValueError("stream has nan entries")
     points: list[ChangePoint] = []
     start = 0
-    while x.size - start >= 2 * min_segment:
+    shortest = min_segment + (min_segment if min_post is None else min_post)
+    while x.size - start >= shortest:
         seg = x[start:]
-        g = glr_path(seg, min_segment=min_segment, max_lookback=max_lookback)
+        g = glr_path(seg, min_segment=min_segment, max_lookback=max_lookback, side=side,
+                     min_post=min_post)
         above = np.flatnonzero(g > h)
         if above.size == 0:
             break
         t = int(above[0])
-        k = _best_split(seg, t, min_segment=min_segment, max_lookback=max_lookback)
+        k = _best_split(seg, t, min_segment=min_segment, max_lookback=max_lookback, side=side,
+                        min_post=min_post)
         before, after = seg[:k].mean(), seg[k:t + 1].mean()
         points.append(ChangePoint(
             onset_index=start + k, detected_index=start + t, statistic=float(g[t]),
             direction="up" if after > before else "down",
-            detector=f"bernoulli_glr h={h:.3g} min={min_segment} lookback={max_lookback}",
+            detector=(f"{name} h={h:.3g} min={min_segment}"
+                      + (f"/{min_post}" if min_post is not None else "")
+                      + f" lookback={max_lookback}"),
             message=_message(x, start, start + k, start + t)))
         start += t + 1
     return points
 
 
+def glr_null_maxima(
+    rate: float, *, horizon: int, n_sim: int, min_segment: int = 20, max_lookback: int = 400,
+    side: str = "both", rng: np.random.Generator, min_post: int | None = None,
+) -> np.ndarray:
+    """max_t G_t over ``horizon`` observations of ``n_sim`` steady 0/1 streams at ``rate``.
+
+    An alarm within the horizon happens exactly when this maximum exceeds h, so its upper
+    quantiles are thresholds and its survival function is the false-alarm share. Streams are
+    simulated in chunks of about 2M scan cells to bound memory.
+    """
+    lags = glr_lags(min_segment if min_post is None else min_post, max_lookback).size
+    chunk = max(1, 2_000_000 // (horizon * lags))
+    maxima = []
+    for lo in range(0, n_sim, chunk):
+        sims = rng.random((min(chunk, n_sim - lo), horizon)) < rate
+        maxima.append(glr_path(sims, min_segment=min_segment, max_lookback=max_lookback,
+                               side=side, min_post=min_post).max(axis=-1))
+    return np.concatenate(maxima)
+
+
 def glr_threshold(
     *, false_alarm_rate: float, horizon: int, rates: tuple[float, ...] = (0.2, 0.5, 0.8),
     min_segment: int = 20, max_lookback: int = 400, n_sim: int = 4000, seed: int = 0,
+    side: str = "both", min_post: int | None = None,
 ) -> float:
     """h such that P(GLR alarm within ``horizon`` | constant rate) <= target at every rate.
 
     There is no exact chain as for the CUSUM, so this is the (1 - target) quantile of the
-    simulated max_t G_t over ``horizon`` observations, the largest over ``rates`` (the GLR is
-    nearly pivotal in the rate, so they differ little). Monte Carlo error: with n_sim = 4000
-    and a 1% target the quantile rests on about 40 exceedances per rate.
+    simulated max_t G_t over ``horizon`` observations (:func:`glr_null_maxima`), the largest
+    over ``rates``. The GLR is nearly pivotal in the rate away from 0 and 1; near them (an
+    annotator who almost never errs) the discreteness of the counts matters, which is why the
+    accuracy detectors are calibrated over in-control rates 0.02-0.35. Monte Carlo error: with
+    n_sim = 4000 and a 1% target the quantile rests on about 40 exceedances per rate.
     """
     rng = np.random.default_rng(seed)
     worst = 0.0
     for rate in rates:
-        maxima = []
-        for lo in range(0, n_sim, 500):
-            sims = (rng.random((min(500, n_sim - lo), horizon)) < rate).astype(float)
-            maxima.append(glr_path(sims, min_segment=min_segment,
-                                   max_lookback=max_lookback).max(axis=-1))
-        worst = max(worst, float(np.quantile(np.concatenate(maxima), 1.0 - false_alarm_rate)))
+        maxima = glr_null_maxima(rate, horizon=horizon, n_sim=n_sim, min_segment=min_segment,
+                                 max_lookback=max_lookback, side=side, rng=rng,
+                                 min_post=min_post)
+        worst = max(worst, float(np.quantile(maxima, 1.0 - false_alarm_rate)))
     return worst
 
 
@@ -568,57 +674,96 @@ class CusumState:
 
 
 # The 1% false-alarm budget over 500 gold items is split between the two accuracy detectors
-# that run side by side. Gold CUSUM: 0.5% by the chain (cusum_threshold). Accuracy CUSUM (gold
-# plus peers): 0.44% by simulation at a calibration rate of 0.1 with two peers of 90% accuracy
-# per regular item; 0.92% for either alarming (benchmarks/drift_detection.py, "peer evidence").
+# that run side by side, half each.
+#
+# Default (GLR, no baseline): thresholds are the 99.5% quantiles of the one-sided scan's maximum
+# (min_segment 20 before the change, 10 after, lookback 400) on steady 0/1 streams, the largest
+# over in-control error rates (glr_threshold, side="up"). Gold GLR over 500 gold items, 10,000
+# streams per rate at 0.02, 0.05, 0.10, ..., 0.35: q99.5 rises with the rate from 9.07 (0.02)
+# to 11.09 (0.35), so h = 11.1. Accuracy GLR over 5,000 judgments (500 gold items at a
+# calibration rate of 0.1), 2,000 streams per rate at 0.20-0.35, where the quantile is largest
+# (13.0, 14.18, 14.17, 13.5 at 0.20, 0.25, 0.30, 0.35), so h = 14.2; calibrated on 0/1 streams,
+# which bounds the soft stream's false alarms (detect_bernoulli_glr). Recompute with
+# ``benchmarks/drift_detection.py --calibrate N`` (other seeds: expect Monte Carlo wobble).
+GOLD_GLR_H = 11.1
+ACCURACY_GLR_H = 14.2
+#
+# Baseline (fixed in-control rate p0 = 0.10, accuracy_method="cusum"): gold CUSUM 0.5% by the
+# chain (cusum_threshold); accuracy CUSUM 0.44% by simulation at a calibration rate of 0.1 with
+# two peers of 90% accuracy per regular item. Valid only for annotators whose steady error rate
+# is 0.10: a steady 25% annotator alarms within a few dozen gold items.
 GOLD_H_DEFAULT = 8.75
 ACCURACY_H_DEFAULT = 11.2
+ACCURACY_METHODS = ("glr", "cusum")
 
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Detector settings for :func:`drift_scan`; stored as JSON on the campaign.
+    """Detector settings for :func:`drift_scan`.
 
-    Accuracy is watched by two one-sided CUSUMs for an error rate rising from ``gold_p0`` to
-    ``gold_p1`` (0.10 -> 0.30), side by side, each with half of a 1% false-alarm budget over 500
-    gold items:
+    Accuracy (``accuracy_method``) is watched by two one-sided detectors side by side, each
+    with half of a 1% false-alarm budget over 500 gold items: gold errors alone, and every
+    judgment scored against the peers (``peer_evidence``: gold items plus regular items, each
+    counting 1 - P(answer right | the other answers), :func:`peer_evidence`).
 
-    * gold errors alone (``gold_h`` = 8.75: 0.5% by :func:`cusum_threshold`). Spending the whole
-      1% on it (h = 8.06) gives a median delay of 41-42 gold items for a 90% -> 70% drop; no
-      choice of p1 does better at that budget, the CUSUM being near-optimal for one stream.
-    * accuracy on every judgment (``peer_evidence``; ``accuracy_h`` = 11.2): gold items plus
-      regular items scored against the peers' answers (:func:`peer_evidence`,
-      :func:`answer_llr`). With a calibration rate of 0.1 and two peers of 90% accuracy, the
-      nine regular judgments between two gold items carry most of the evidence: median delay
-      7-8 gold items at 0.44% false alarms (benchmarks/drift_detection.py). Where peers are
-      noisy the evidence thins out and the gold detector does the work.
+    * "glr" (default): :func:`detect_bernoulli_glr` with ``side="up"``: the generalised
+      likelihood ratio of "one error rate" against "the error rate rose j observations ago",
+      both rates estimated from the annotator's own stream. No in-control rate is assumed, so an
+      annotator who is steadily 25% wrong raises no alert; only a *change* does. Being steadily
+      below the accuracy threshold is a level, handled by the gold threshold and pause
+      (``quality.py``), not by this module. Thresholds ``gold_glr_h`` / ``accuracy_glr_h`` are
+      calibrated by simulation across in-control error rates 0.02-0.35 (module constants).
+      After an alarm the scan restarts with no memory: the new level becomes the baseline, so a
+      drift that persists is one change point, not a series.
+    * "cusum": the former detectors, Bernoulli CUSUMs for an error rate rising from ``gold_p0``
+      to ``gold_p1`` (0.10 -> 0.30; ``gold_h`` = 8.75 for gold, ``accuracy_h`` = 11.2 for the
+      :func:`answer_llr` stream). Kept as the benchmark's baseline: a known p0 buys speed (a
+      median of 41-45 gold items on gold alone for 90% -> 70%, against about 75 for the GLR)
+      but every annotator whose steady error rate is above p0 alarms.
 
-    PREDICTIONS P17's point (0.10 -> 0.25, h = 4; ARLs 1,025 and 37) alarms faster but on
+    PREDICTIONS P17's point (CUSUM 0.10 -> 0.25, h = 4; ARLs 1,025 and 37) alarms faster but on
     about 38% of steady annotators within 500 gold items, too many for alerts that pause people.
 
     Bias streams (``bias_method``):
 
-    * "glr" (default): :func:`detect_bernoulli_glr`, which needs no baseline. Annotators have
-      steady biases of their own (that is ``AnnotatorStats``' job), and drift is a *change*
-      from it. ``bias_h`` = 10 nats keeps false alarms at about 1% of steady annotators over
-      500 A/B judgments at rates 0.2-0.8 (:func:`glr_threshold`, 12,000 simulated streams).
+    * "glr" (default): :func:`detect_bernoulli_glr` (two-sided), which needs no baseline.
+      Annotators have steady biases of their own (that is ``AnnotatorStats``' job), and drift is
+      a *change* from it. ``bias_h`` = 10 nats keeps false alarms at about 1% of steady
+      annotators over 500 A/B judgments at rates 0.2-0.8 (:func:`glr_threshold`, 12,000
+      simulated streams).
     * "cusum": :func:`detect_two_sided` around the fixed ``bias_baseline`` (0.5 = no bias), so a
       steadily biased annotator alarms too. Estimating the baseline from the annotator's first
       N observations instead was measured and rejected: with N = 50, shift 0.2 and h = 7 a
       third of steady annotators raised a false alarm within 500 observations, because the
-      estimation error of the baseline is as large as the shift being watched for.
+      estimation error of the baseline is as large as the shift being watched for. The same
+      holds for accuracy: a CUSUM of p-hat -> p-hat + 0.2 with p-hat the error rate before the
+      candidate change (even inflated by one standard error) needed h = 52 nats for 0.5% over
+      500 gold items and then missed 70% of 90% -> 70% falls; the GLR's term for the whole
+      stream under one rate is what pays for not knowing the baseline.
     """
 
-    gold_p0: float = field(default=0.10, metadata={"help": "In-control gold error rate."})
-    gold_p1: float = field(default=0.30, metadata={"help": "Gold error rate to detect."})
+    accuracy_method: str = field(
+        default="glr", metadata={"help": "'glr' (no baseline; default) or 'cusum' (fixed p0)."})
+    gold_glr_h: float = field(default=GOLD_GLR_H,
+                              metadata={"help": "Gold GLR threshold (nats)."})
+    accuracy_glr_h: float = field(default=ACCURACY_GLR_H,
+                                  metadata={"help": "Accuracy GLR threshold (nats)."})
+    accuracy_min_segment: int = field(
+        default=20, metadata={"help": "Accuracy GLR: fewest observations before a change."})
+    accuracy_min_post: int = field(
+        default=10, metadata={"help": "Accuracy GLR: fewest observations after a change."})
+    accuracy_max_lookback: int = field(
+        default=400, metadata={"help": "Accuracy GLR: oldest change considered, observations."})
+    gold_p0: float = field(default=0.10, metadata={"help": "CUSUM: in-control gold error rate."})
+    gold_p1: float = field(default=0.30, metadata={"help": "CUSUM: gold error rate to detect."})
     gold_h: float = field(default=GOLD_H_DEFAULT,
-                          metadata={"help": "Gold CUSUM threshold (nats)."})
+                          metadata={"help": "CUSUM: gold threshold (nats)."})
     peer_evidence: bool = field(
         default=True,
         metadata={"help": "Watch accuracy on every judgment (gold plus peers), not gold alone."},
     )
     accuracy_h: float = field(
-        default=ACCURACY_H_DEFAULT, metadata={"help": "Accuracy CUSUM threshold (nats)."}
+        default=ACCURACY_H_DEFAULT, metadata={"help": "CUSUM: accuracy threshold (nats)."}
     )
     bias_method: str = field(default="glr", metadata={"help": "'glr' or 'cusum'."})
     bias_h: float = field(default=10.0, metadata={"help": "Bias detector threshold (nats)."})
@@ -707,19 +852,32 @@ def drift_scan(
 ) -> dict[str, list[ChangePoint]]:
     """Change points of every stream of one annotator (keys as in :func:`annotator_streams`).
 
-    ``gold_error`` uses the one-sided CUSUM of the config; ``accuracy`` (P(answer right) per
-    judgment, :func:`peer_evidence`) the CUSUM of :func:`answer_llr` increments with the same
-    p0 -> p1 and threshold ``accuracy_h``; every other key is a bias stream and uses the
-    config's ``bias_method``. Indices are indices into each stream; map them to frame
-    rows with ``AnnotatorStreams.rows``.
+    ``gold_error`` (0/1) and ``accuracy`` (P(answer right) per judgment, :func:`peer_evidence`)
+    use the config's ``accuracy_method``: by default a one-sided GLR scan for a rise in the
+    error rate (the accuracy stream scanned as 1 - P(answer right)), relative to the
+    annotator's own earlier rate; with "cusum", CUSUMs from the fixed ``gold_p0`` to
+    ``gold_p1``. Every other key is a bias stream and uses the config's ``bias_method``.
+    Indices are indices into each stream; map them to frame rows with ``AnnotatorStreams.rows``.
     """
     config = config or DriftConfig()
+    if config.accuracy_method not in ACCURACY_METHODS:
+        raise ValueError(f"unknown accuracy_method {config.accuracy_method!r}")
+    glr = config.accuracy_method == "glr"
+    segment = {"min_segment": config.accuracy_min_segment,
+               "min_post": config.accuracy_min_post,
+               "max_lookback": config.accuracy_max_lookback}
     out: dict[str, list[ChangePoint]] = {}
     for name, x in streams.items():
         x = np.asarray(x, dtype=float)
-        if name == STREAM_GOLD_ERROR:
+        if name == STREAM_GOLD_ERROR and glr:
+            out[name] = detect_bernoulli_glr(x, h=config.gold_glr_h, side="up",
+                                             name="error_glr", **segment)
+        elif name == STREAM_GOLD_ERROR:
             out[name] = detect_bernoulli_cusum(x, p0=config.gold_p0, p1=config.gold_p1,
                                                h=config.gold_h)
+        elif name == STREAM_ACCURACY and glr:
+            out[name] = detect_bernoulli_glr(1.0 - x, h=config.accuracy_glr_h, side="up",
+                                             name="accuracy_glr", **segment)
         elif name == STREAM_ACCURACY:
             p0, p1, h = config.gold_p0, config.gold_p1, config.accuracy_h
             out[name] = detect_llr_cusum(

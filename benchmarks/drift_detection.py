@@ -1,36 +1,42 @@
 """Benchmark of drift detection (annotation/drift.py) on simulated annotators with known onsets.
 
-Measures, all seeded:
+Drift means change, not level: a steady annotator, however noisy, must raise no accuracy alert;
+a fall in accuracy must. Measures, all seeded:
 
+  level vs change   steady annotators at in-control error rates 0.02, 0.05, 0.10, ..., 0.35
+                    (--steady per rate) over --horizon gold items, a gold item every --gold-every
+                    judgments and regular items in between, each shared with two peers of
+                    --peer-accuracy. Share of steady annotators with any accuracy alarm, for the
+                    default detectors (one-sided GLR scans with no baseline, on gold errors and
+                    on every judgment) and, measured on the same streams, the baseline: the
+                    former CUSUMs with a fixed in-control error rate p0 = 0.10.
+  drift delay       accuracy 0.90 -> 0.70 and 0.75 -> 0.55 (and 0.98 -> 0.78) from gold item
+                    --onset on (--drifting annotators each): share detected within the horizon,
+                    median delay in gold items and in judgments (from the first drifted
+                    judgment to the alarm, both counted), median onset error in judgments,
+                    share with an alarm before the onset; for either detector and each alone.
+  thresholds        with --calibrate N: recompute the GLR thresholds (drift.glr_threshold,
+                    N streams per rate) that DriftConfig's defaults were set from.
   P17 calibration   Bernoulli CUSUM p0 = 0.10 -> p1 = 0.25, h = 4: in-control and drifted ARL
-                    from the exact Markov chain and from --arl-streams simulated streams,
-                    against the predicted 1.0k and 37 gold items (+/- 10%).
-  gold drift        --steady annotators at 90% gold accuracy and --drifting annotators whose
-                    accuracy falls to 70% at gold item --onset, --horizon gold items each, run
-                    through drift_scan(): false-alarm share (steady annotators with any alarm),
-                    median detection delay (gold items from the onset to the alarm, the alarm
-                    item counted) and median |onset error|. Primary operating point: p1 = 0.3
-                    with h from cusum_threshold() for a 1% false-alarm budget over the horizon;
-                    also the P17 point and the frontier over p1 at that budget.
-  peer evidence     the default detectors side by side on whole annotator streams: gold items
-                    every --gold-every judgments, regular items in between, each shared with
-                    two peers of 90% accuracy. Gold CUSUM (DriftConfig.gold_h) plus the accuracy
-                    CUSUM on every judgment (answer_llr of the leave-one-out posterior given the
-                    peers' answers; the posterior uses the peers' true accuracy and the class
-                    prior, which is what a Dawid-Skene fit converges to; the test suite runs the
-                    real fit). Steady annotators: share with an alarm from either detector over
-                    --horizon gold items; drifting: accuracy 90% -> 70% on every item from gold
-                    item --onset, delay in gold items to the first alarm of either.
+                    from the exact Markov chain and from --arl-streams simulated streams.
   bias drift        GLR scan with the default DriftConfig on position streams: false alarms on
                     steady streams at rates 0.2 / 0.5 / 0.8, delay and onset error for a shift
                     0.5 -> 0.75; river's ADWIN on the same streams for comparison.
   submit path       microseconds per CusumState.step.
 
-The last line printed is one JSON object; ``median_delay_gold_items`` and ``false_alarm_rate``
-are those of the default detectors (peer evidence); ``gold_only`` holds the best gold-only CUSUM
-at the whole 1% budget.
+The regular items are scored by the posterior of their label given the peers' answers, computed
+from the peers' true accuracy and the class prior (what a Dawid-Skene fit converges to);
+tests/annotation/test_drift_peers.py and test_drift_level.py run the real fit. Steady
+annotators are scanned in batches (glr_path / cusum paths: an alarm within the horizon is the
+path's maximum above h, exactly as in drift_scan); drifting ones one by one through drift_scan.
 
-    .venv/bin/python benchmarks/drift_detection.py
+The last line printed is one JSON object: ``false_alarm_max`` (the largest share over the rates,
+default detectors), ``false_alarm_by_rate``, ``median_delay_gold_items`` and
+``median_delay_judgments`` (90% -> 70%, default), ``drifts`` (every scenario, default and
+baseline), ``baseline`` (the same for the fixed-p0 CUSUMs).
+
+    .venv/bin/python benchmarks/drift_detection.py                  # full size
+    .venv/bin/python benchmarks/drift_detection.py --steady 200 --drifting 100 --bias-streams 0
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from annotation.drift import (  # noqa: E402
+    STREAM_ACCURACY,
     STREAM_GOLD_ERROR,
     STREAM_POSITION,
     CusumState,
@@ -54,10 +61,14 @@ from annotation.drift import (  # noqa: E402
     answer_llr,
     cusum_path,
     cusum_run_length,
-    cusum_threshold,
     drift_scan,
+    glr_path,
+    glr_threshold,
     llr_cusum_path,
 )
+
+RATES = (0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35)
+DRIFTS = ((0.90, 0.70), (0.75, 0.55), (0.98, 0.78))
 
 
 def log(msg: str) -> None:
@@ -75,31 +86,6 @@ def simulated_arl(rng, p: float, *, n_streams: int, length: int) -> tuple[float,
         runs.append(alarm.argmax(axis=1)[hit] + 1)
     run = np.concatenate(runs)
     return float(run.mean()), float(run.std() / np.sqrt(run.size)), censored / n_streams
-
-
-def gold_drift(steady, drifting, config: DriftConfig, onset: int) -> dict[str, float]:
-    """False-alarm share on steady streams; delay and onset error on drifting ones."""
-    false_alarms = np.mean([
-        bool(drift_scan({STREAM_GOLD_ERROR: x}, config)[STREAM_GOLD_ERROR]) for x in steady])
-    delays, onset_errors, early = [], [], 0
-    for x in drifting:
-        points = drift_scan({STREAM_GOLD_ERROR: x}, config)[STREAM_GOLD_ERROR]
-        early += any(p.detected_index < onset for p in points)
-        after = [p for p in points if p.detected_index >= onset]
-        if after:
-            delays.append(after[0].detected_index - onset + 1)
-            onset_errors.append(abs(after[0].onset_index - onset))
-        else:
-            delays.append(np.inf)
-    delays = np.array(delays)
-    return {
-        "false_alarm_rate": float(false_alarms),
-        "median_delay": float(np.median(delays)),
-        "mean_delay_detected": float(delays[np.isfinite(delays)].mean()),
-        "detected_share": float(np.isfinite(delays).mean()),
-        "median_onset_error": float(np.median(onset_errors)) if onset_errors else None,
-        "alarm_before_onset_share": early / len(drifting),
-    }
 
 
 CLASS_PRIOR = np.array([0.4, 0.4, 0.1, 0.1])  # A, B, tie, both_bad
@@ -139,54 +125,90 @@ def peer_streams(rng, n: int, *, horizon: int, gold_every: int, onset: int | Non
     return np.where(gold, right.astype(float), p_right), gold
 
 
-def peer_drift(rng, *, n_steady: int, n_drifting: int, horizon: int, gold_every: int,
-               onset: int, config: DriftConfig, chunk: int = 1000) -> dict:
-    """The default detectors (gold CUSUM and accuracy CUSUM) on whole annotator streams."""
-    p0, p1 = config.gold_p0, config.gold_p1
+def steady_alarms(p_right: np.ndarray, gold: np.ndarray, config: DriftConfig
+                  ) -> dict[str, np.ndarray]:
+    """Per stream: did each steady annotator raise any alarm within the horizon?"""
+    if config.accuracy_method == "glr":
+        seg = {"min_segment": config.accuracy_min_segment, "min_post": config.accuracy_min_post,
+               "max_lookback": config.accuracy_max_lookback, "side": "up"}
+        acc = glr_path(1.0 - p_right, **seg).max(axis=-1) > config.accuracy_glr_h
+        gold_only = glr_path(p_right[:, gold] < 0.5, **seg).max(axis=-1) > config.gold_glr_h
+    else:
+        p0, p1 = config.gold_p0, config.gold_p1
+        acc = llr_cusum_path(answer_llr(p_right, p0=p0, p1=p1)).max(axis=-1) > config.accuracy_h
+        gold_only = cusum_path(p_right[:, gold] < 0.5, p0=p0, p1=p1).max(axis=-1) > config.gold_h
+    return {STREAM_ACCURACY: acc, STREAM_GOLD_ERROR: gold_only}
 
-    def paths(p_right, gold):
-        acc = llr_cusum_path(answer_llr(p_right, p0=p0, p1=p1))
-        gold_only = cusum_path(p_right[:, gold] < 0.5, p0=p0, p1=p1)
-        return acc > config.accuracy_h, gold_only > config.gold_h
 
-    fa_any = fa_acc = fa_gold = 0
-    for lo in range(0, n_steady, chunk):
-        acc_alarm, gold_alarm = paths(*peer_streams(
-            rng, min(chunk, n_steady - lo), horizon=horizon, gold_every=gold_every, onset=None))
-        fa_acc += int(acc_alarm.any(axis=1).sum())
-        fa_gold += int(gold_alarm.any(axis=1).sum())
-        fa_any += int((acc_alarm.any(axis=1) | gold_alarm.any(axis=1)).sum())
-    delays, delays_acc, delays_gold, early = [], [], [], 0
-    for lo in range(0, n_drifting, chunk):
-        p_right, gold = peer_streams(rng, min(chunk, n_drifting - lo), horizon=horizon,
-                                     gold_every=gold_every, onset=onset)
-        acc_alarm, gold_alarm = paths(p_right, gold)
-        gold_pos = np.flatnonzero(gold)
-        start = gold_pos[onset]
-        gold_done = np.cumsum(gold)  # gold items answered up to and including judgment j
-        early += int((acc_alarm[:, :start].any(axis=1)
-                      | gold_alarm[:, :onset].any(axis=1)).sum())
-        for a_row, g_row in zip(acc_alarm, gold_alarm, strict=True):
-            a = np.flatnonzero(a_row[start:])
-            g = np.flatnonzero(g_row[onset:])
-            d_acc = gold_done[start + a[0]] - onset if a.size else np.inf
-            d_gold = g[0] + 1 if g.size else np.inf
-            delays_acc.append(d_acc)
-            delays_gold.append(d_gold)
-            delays.append(min(d_acc, d_gold))
-    delays = np.array(delays, dtype=float)
-    return {
-        "false_alarm_rate": fa_any / n_steady,
-        "false_alarm_rate_accuracy": fa_acc / n_steady,
-        "false_alarm_rate_gold": fa_gold / n_steady,
-        "median_delay": float(np.median(delays)),
-        "median_delay_accuracy": float(np.median(delays_acc)),
-        "median_delay_gold": float(np.median(delays_gold)),
-        "detected_share": float(np.isfinite(delays).mean()),
-        "alarm_before_onset_share": early / n_drifting,
-        "gold_h": config.gold_h, "accuracy_h": config.accuracy_h, "gold_every": gold_every,
-        "n_steady": n_steady, "n_drifting": n_drifting,
-    }
+def level_vs_change(rng, *, n: int, horizon: int, gold_every: int, peer_accuracy: float,
+                    configs: dict[str, DriftConfig], chunk: int = 100) -> dict:
+    """False-alarm shares of steady annotators per in-control error rate, per detector set."""
+    out: dict[str, dict] = {name: {} for name in configs}
+    for rate in RATES:
+        counts = {name: {"either": 0, STREAM_ACCURACY: 0, STREAM_GOLD_ERROR: 0}
+                  for name in configs}
+        for lo in range(0, n, chunk):
+            p_right, gold = peer_streams(rng, min(chunk, n - lo), horizon=horizon,
+                                         gold_every=gold_every, onset=None,
+                                         peer_accuracy=peer_accuracy, accuracy=1.0 - rate)
+            for name, config in configs.items():
+                alarms = steady_alarms(p_right, gold, config)
+                counts[name]["either"] += int((alarms[STREAM_ACCURACY]
+                                               | alarms[STREAM_GOLD_ERROR]).sum())
+                for stream in (STREAM_ACCURACY, STREAM_GOLD_ERROR):
+                    counts[name][stream] += int(alarms[stream].sum())
+        for name in configs:
+            out[name][f"{rate:g}"] = {k: v / n for k, v in counts[name].items()}
+        log(f"rate {rate:g}: " + ", ".join(
+            f"{name} {out[name][f'{rate:g}']['either']:.2%}" for name in configs))
+    return out
+
+
+def drift_delays(rng, *, n: int, horizon: int, gold_every: int, onset: int,
+                 peer_accuracy: float, accuracy: float, drifted: float,
+                 configs: dict[str, DriftConfig]) -> dict:
+    """Detection of a fall in accuracy from gold item ``onset`` on, through drift_scan."""
+    p_right, gold = peer_streams(rng, n, horizon=horizon, gold_every=gold_every, onset=onset,
+                                 peer_accuracy=peer_accuracy, accuracy=accuracy,
+                                 drifted_accuracy=drifted)
+    gold_pos = np.flatnonzero(gold)
+    start = int(gold_pos[onset])  # first drifted judgment (a gold item)
+    gold_done = np.cumsum(gold)  # gold items answered up to and including judgment j
+    out = {}
+    for name, config in configs.items():
+        rows: dict[str, list] = {"either": [], STREAM_ACCURACY: [], STREAM_GOLD_ERROR: []}
+        onset_err, early = [], 0
+        for pr in p_right:
+            found = drift_scan({STREAM_ACCURACY: pr, STREAM_GOLD_ERROR: 1.0 - pr[gold]}, config)
+            # judgment index of each alarm and onset
+            acc = [(p.detected_index, p.onset_index) for p in found[STREAM_ACCURACY]]
+            gld = [(int(gold_pos[p.detected_index]), int(gold_pos[p.onset_index]))
+                   for p in found[STREAM_GOLD_ERROR]]
+            early += any(a < start for a, _ in acc + gld)
+            firsts = {}
+            for stream, points in ((STREAM_ACCURACY, acc), (STREAM_GOLD_ERROR, gld)):
+                after = [p for p in points if p[0] >= start]
+                firsts[stream] = after[0] if after else None
+            hits = [f for f in firsts.values() if f is not None]
+            firsts["either"] = min(hits) if hits else None
+            for stream, first in firsts.items():
+                rows[stream].append(first)
+            if firsts["either"] is not None:
+                onset_err.append(abs(firsts["either"][1] - start))
+
+        def summary(found):
+            judg = np.array([f[0] - start + 1 if f else np.inf for f in found], dtype=float)
+            golds = np.array([gold_done[f[0]] - onset if f else np.inf for f in found],
+                             dtype=float)
+            return {"detected_share": float(np.isfinite(judg).mean()),
+                    "median_delay_gold_items": float(np.median(golds)),
+                    "median_delay_judgments": float(np.median(judg))}
+
+        out[name] = {stream: summary(found) for stream, found in rows.items()}
+        out[name]["either"]["median_onset_error_judgments"] = (
+            float(np.median(onset_err)) if onset_err else None)
+        out[name]["either"]["alarm_before_onset_share"] = early / n
+    return out
 
 
 def bias_drift(rng, n: int) -> dict[str, dict[str, float]]:
@@ -235,19 +257,53 @@ def bias_drift(rng, n: int) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steady", type=int, default=40_000)
-    parser.add_argument("--drifting", type=int, default=1_000)
-    parser.add_argument("--horizon", type=int, default=500)
-    parser.add_argument("--onset", type=int, default=200)
-    parser.add_argument("--arl-streams", type=int, default=10_000)
-    parser.add_argument("--bias-streams", type=int, default=600)
-    parser.add_argument("--peer-steady", type=int, default=20_000)
-    parser.add_argument("--peer-drifting", type=int, default=2_000)
+    parser.add_argument("--steady", type=int, default=500, help="steady annotators per rate")
+    parser.add_argument("--drifting", type=int, default=150, help="per drift scenario")
+    parser.add_argument("--horizon", type=int, default=500, help="gold items per annotator")
+    parser.add_argument("--onset", type=int, default=200, help="gold item of the change")
     parser.add_argument("--gold-every", type=int, default=10)
+    parser.add_argument("--peer-accuracy", type=float, default=0.9)
+    parser.add_argument("--arl-streams", type=int, default=2_000)
+    parser.add_argument("--bias-streams", type=int, default=300)
+    parser.add_argument("--calibrate", type=int, default=0,
+                        help="recompute the GLR thresholds with this many streams per rate")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
+    default = DriftConfig()
+    configs = {"glr": default, "cusum_p0_0.10": DriftConfig(accuracy_method="cusum")}
+
+    calibration = None
+    if args.calibrate:
+        log(f"GLR thresholds, {args.calibrate} steady 0/1 streams per rate")
+        seg = {"min_segment": default.accuracy_min_segment,
+               "min_post": default.accuracy_min_post,
+               "max_lookback": default.accuracy_max_lookback, "side": "up", "rates": RATES,
+               "false_alarm_rate": 0.005, "n_sim": args.calibrate}
+        calibration = {
+            "gold_glr_h": round(glr_threshold(horizon=args.horizon, seed=2026, **seg), 3),
+            "accuracy_glr_h": round(glr_threshold(horizon=args.horizon * args.gold_every,
+                                                  seed=2027, **seg), 3),
+            "n_sim_per_rate": args.calibrate,
+        }
+        log(f"thresholds: {calibration} (defaults: gold {default.gold_glr_h}, "
+            f"accuracy {default.accuracy_glr_h})")
+
+    log(f"level vs change: {args.steady} steady annotators per rate, {args.horizon} gold items")
+    level = level_vs_change(rng, n=args.steady, horizon=args.horizon,
+                            gold_every=args.gold_every, peer_accuracy=args.peer_accuracy,
+                            configs=configs)
+
+    drifts = {}
+    for accuracy, drifted in DRIFTS:
+        key = f"{accuracy:.2f}->{drifted:.2f}"
+        drifts[key] = drift_delays(rng, n=args.drifting, horizon=args.horizon,
+                                   gold_every=args.gold_every, onset=args.onset,
+                                   peer_accuracy=args.peer_accuracy, accuracy=accuracy,
+                                   drifted=drifted, configs=configs)
+        log(f"drift {key}: " + "; ".join(
+            f"{name} {r['either']}" for name, r in drifts[key].items()))
 
     log("P17 run lengths")
     chain0 = cusum_run_length(0.10, p0=0.10, p1=0.25, h=4.0, horizon=args.horizon)
@@ -266,43 +322,11 @@ def main() -> None:
     }
     log(f"P17: {p17}")
 
-    log("gold drift 90% -> 70%")
-    steady = (rng.random((args.steady, args.horizon)) < 0.10).astype(float)
-    drifting = np.concatenate(
-        [rng.random((args.drifting, args.onset)) < 0.10,
-         rng.random((args.drifting, args.horizon - args.onset)) < 0.30], axis=1).astype(float)
-    h_primary = cusum_threshold(p0=0.10, p1=0.30, false_alarm_rate=0.01, horizon=args.horizon)
-    primary = gold_drift(steady, drifting, DriftConfig(gold_p1=0.30, gold_h=h_primary),
-                         args.onset)
-    primary.update({"p0": 0.10, "p1": 0.30, "h": round(h_primary, 3),
-                    "budget": 0.01,
-                    "chain_p_false_alarm": round(cusum_run_length(
-                        0.10, p0=0.10, p1=0.30, h=h_primary,
-                        horizon=args.horizon).p_alarm_by_horizon, 4)})
-    log(f"primary: {primary}")
-    p17_point = gold_drift(steady, drifting, DriftConfig(gold_p1=0.25, gold_h=4.0), args.onset)
-    p17_point.update({"p0": 0.10, "p1": 0.25, "h": 4.0})
-    log(f"P17 point: {p17_point}")
-    frontier = []
-    for budget in (0.01, 0.02, 0.05):
-        for p1 in (0.25, 0.30, 0.35):
-            h = cusum_threshold(p0=0.10, p1=p1, false_alarm_rate=budget, horizon=args.horizon)
-            point = gold_drift(steady[:3000], drifting, DriftConfig(gold_p1=p1, gold_h=h),
-                               args.onset)
-            frontier.append({"budget": budget, "p1": p1, "h": round(h, 3),
-                             "false_alarm_rate": point["false_alarm_rate"],
-                             "median_delay": point["median_delay"]})
-            log(f"frontier: {frontier[-1]}")
-
-    log("peer evidence: the default detectors on whole annotator streams")
-    peers = peer_drift(rng, n_steady=args.peer_steady, n_drifting=args.peer_drifting,
-                       horizon=args.horizon, gold_every=args.gold_every, onset=args.onset,
-                       config=DriftConfig())
-    log(f"peer evidence: {peers}")
-
-    log("bias drift")
-    bias = bias_drift(rng, args.bias_streams)
-    log(f"bias: {bias}")
+    bias = None
+    if args.bias_streams:
+        log("bias drift")
+        bias = bias_drift(rng, args.bias_streams)
+        log(f"bias: {bias}")
 
     state = CusumState()
     xs = (rng.random(200_000) < 0.1).tolist()
@@ -311,21 +335,35 @@ def main() -> None:
         state, _ = state.step(x, p0=0.10, p1=0.25, h=4.0)
     step_us = (time.perf_counter() - start) / len(xs) * 1e6
 
+    main_drift = drifts["0.90->0.70"]["glr"]["either"]
+    by_rate = {rate: r["either"] for rate, r in level["glr"].items()}
     result = {
-        "median_delay_gold_items": peers["median_delay"],
-        "false_alarm_rate": peers["false_alarm_rate"],
-        "operating_point": {"p0": DriftConfig().gold_p0, "p1": DriftConfig().gold_p1,
-                            "gold_h": DriftConfig().gold_h,
-                            "accuracy_h": DriftConfig().accuracy_h, "budget": 0.01},
-        "peer_evidence": peers,
-        "gold_only": primary,
-        "p17_point": p17_point,
+        "false_alarm_max": max(by_rate.values()),
+        "false_alarm_by_rate": by_rate,
+        "median_delay_gold_items": main_drift["median_delay_gold_items"],
+        "median_delay_judgments": main_drift["median_delay_judgments"],
+        "detected_share": main_drift["detected_share"],
+        "operating_point": {"gold_glr_h": default.gold_glr_h,
+                            "accuracy_glr_h": default.accuracy_glr_h,
+                            "min_segment": default.accuracy_min_segment,
+                            "min_post": default.accuracy_min_post,
+                            "max_lookback": default.accuracy_max_lookback, "budget": 0.01},
+        "level_vs_change": level,
+        "drifts": drifts,
+        "baseline": {
+            "detector": "CUSUM p0=0.10 p1=0.30, gold h=8.75, accuracy h=11.2",
+            "false_alarm_by_rate": {rate: r["either"]
+                                    for rate, r in level["cusum_p0_0.10"].items()},
+            "drift_0.90->0.70": drifts["0.90->0.70"]["cusum_p0_0.10"]["either"],
+        },
+        "calibration": calibration,
         "p17_arl": p17,
-        "frontier": frontier,
         "bias_drift": bias,
         "cusum_step_us": round(step_us, 2),
-        "n_steady": args.steady, "n_drifting": args.drifting, "horizon": args.horizon,
-        "onset": args.onset, "seconds": round(time.perf_counter() - started, 1),
+        "n_steady_per_rate": args.steady, "n_drifting": args.drifting,
+        "horizon_gold_items": args.horizon, "gold_every": args.gold_every,
+        "peer_accuracy": args.peer_accuracy, "onset": args.onset,
+        "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result))
 
