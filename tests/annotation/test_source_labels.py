@@ -179,6 +179,13 @@ def test_snapshots_from_the_dataset_alone_the_people_alone_or_both(db, tmp_path)
     assert len(hashes) == 3  # the sources are part of what a snapshot names
     # "all" keeps the header of a snapshot made before sources existed: no "sources" param.
     assert "sources" not in snapshot_create(campaign=campaign, method="majority").params
+    # The command takes the same choice and prints the same snapshot's hash.
+    out = io.StringIO()
+    call_command("snapshot_create", campaign="src", method="majority", sources="dataset",
+                 stdout=out, stderr=io.StringIO())
+    dataset = snapshot_create(campaign=campaign, method="majority", sources="dataset")
+    assert out.getvalue().strip() == dataset.content_hash
+    assert dataset.params["sources"] == "dataset" and len(snapshot_rows(dataset)) == 3
 
 
 # --- kept out of the people's work, tallies and quality tables -------------------------------

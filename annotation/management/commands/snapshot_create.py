@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.errors import ApplicationError
 from annotation.models import Campaign, Snapshot
+from annotation.selectors.sources import SOURCES, SOURCES_ALL
 from annotation.services.snapshots import snapshot_create
 
 
@@ -20,8 +21,12 @@ class Command(BaseCommand):
         parser.add_argument("--method", required=True, choices=Snapshot.Method.values)
         parser.add_argument("--params", default=None,
                             help='Method parameters as a JSON object, e.g. \'{"margin_max": 2}\'.')
+        parser.add_argument("--sources", choices=SOURCES, default=SOURCES_ALL,
+                            help="Whose judgments: all (default), people, or dataset (an "
+                                 "import's own labels).")
 
-    def handle(self, *args, campaign: str, method: str, params: str | None, **options) -> None:
+    def handle(self, *args, campaign: str, method: str, params: str | None, sources: str,
+               **options) -> None:
         target = Campaign.objects.filter(name=campaign).first()
         if target is None:
             raise CommandError(f"No campaign named {campaign!r}.")
@@ -32,7 +37,8 @@ class Command(BaseCommand):
         if parsed is not None and not isinstance(parsed, dict):
             raise CommandError("--params must be a JSON object.")
         try:
-            snapshot = snapshot_create(campaign=target, method=method, params=parsed)
+            snapshot = snapshot_create(campaign=target, method=method, params=parsed,
+                                       sources=sources)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stderr.write(f"{snapshot.row_count} rows in {snapshot.path}")
