@@ -55,7 +55,7 @@ class SourceAgreement:
 def source_agreement_list(*, campaign: Campaign) -> list[SourceAgreement]:
     """Each person's agreement with each source's labels in ``campaign``, by username, source.
 
-    Two queries; people without a judgment on a labelled comparison are left out.
+    Three queries; people without a judgment on a labelled comparison are left out.
     """
     dataset_ids = dataset_annotator_ids()
     labels: dict[int, list[tuple[str, str]]] = defaultdict(list)  # comparison -> (source, choice)
@@ -69,18 +69,18 @@ def source_agreement_list(*, campaign: Campaign) -> list[SourceAgreement]:
         labels[comparison_id].append((source, choice))
     if not labels:
         return []
-    labelled = Judgment.objects.filter(campaign=campaign, annotator_id__in=dataset_ids) \
-        .values("comparison_id")
     counts: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    # The people's judgments are read whole and matched here, not joined to the labels in SQL:
+    # right after a bulk import the planner's row estimates are stale and it chose a nested
+    # loop that took 23 s for 40,000 labels and no people judgments (0.2 s this way).
     for annotator_id, username, comparison_id, choice in (
         Judgment.objects.filter(campaign=campaign, superseded_by__isnull=True,
-                                comparison__kind=Comparison.Kind.REGULAR,
-                                comparison_id__in=labelled)
+                                comparison__kind=Comparison.Kind.REGULAR)
         .exclude(annotator_id__in=dataset_ids)
         .values_list("annotator_id", "annotator__username", "comparison_id", "choice")
         .iterator(chunk_size=5000)
     ):
-        for source, label in labels[comparison_id]:
+        for source, label in labels.get(comparison_id, ()):
             tally = counts[(annotator_id, username, source)]
             tally[0] += 1
             tally[1] += int(choice == label)
