@@ -30,8 +30,9 @@ at a calibration rate of 0.1), half of a 1% budget each. For the soft stream the
 calibration is conservative (Hoeffding's convexity bound, see :func:`detect_bernoulli_glr`),
 and ``benchmarks/drift_detection.py`` measures false alarms on simulated peer streams at every
 rate. What not knowing the level costs (benchmark, 90% -> 70%): on gold alone a median of about
-90 gold items instead of about 45 for a CUSUM told p0; on every judgment with two 90% peers
-about 12 gold items (about 120 judgments) instead of about 7.
+100 gold items instead of about 41 for a CUSUM told p0; on every judgment with two 90% peers
+14 gold items (133 judgments) instead of about 7 (61). A noisy annotator's fall 75% -> 55%: 19
+gold items (185 judgments) with peers; gold alone catches only 57% of them within 300 items.
 
 **The fixed-baseline CUSUM** (``DriftConfig(accuracy_method="cusum")``; Page 1954; Reynolds &
 Stoumbos 1999) is kept as the baseline the benchmark compares against. With increments equal to
@@ -718,7 +719,7 @@ class DriftConfig:
     * "cusum": the former detectors, Bernoulli CUSUMs for an error rate rising from ``gold_p0``
       to ``gold_p1`` (0.10 -> 0.30; ``gold_h`` = 8.75 for gold, ``accuracy_h`` = 11.2 for the
       :func:`answer_llr` stream). Kept as the benchmark's baseline: a known p0 buys speed (a
-      median of 41-45 gold items on gold alone for 90% -> 70%, against about 75 for the GLR)
+      median of 41-45 gold items on gold alone for 90% -> 70%, against about 100 for the GLR)
       but every annotator whose steady error rate is above p0 alarms.
 
     PREDICTIONS P17's point (CUSUM 0.10 -> 0.25, h = 4; ARLs 1,025 and 37) alarms faster but on
