@@ -355,3 +355,35 @@ def test_skip_invalid_admin_upload_imports_the_valid_rows(client_for, cast):
     assert resp.status_code == 200 and campaign.comparisons.count() == 2
     text = resp.content.decode()
     assert "2 source labels kept" in text and "Skipped line 3, field &#x27;context&#x27;" in text
+
+
+def test_csv_columns_label_and_extra_fields(db):
+    """CSV: ``label`` as digits or a choice; every other filled column is kept as text."""
+    text = ("prompt,response_a,response_b,label,notes,context\n"
+            "Q1?,one,two,1,first note,Some passage.\n"
+            "Q2?,three,four,A,,\n")
+    rows = importers.parse_text(text, fmt="csv", max_rows=10)
+    assert [r.labels for r in rows] == [{0: "B"}, {0: "A"}]
+    assert rows[0].extra == {"notes": "first note", "context": "Some passage."}
+    assert rows[1].extra == {}  # empty cells are absent, not empty strings
+
+
+def test_a_dataset_with_context_passages_and_missing_values_imports(db, tmp_path):
+    """A parquet file: a list column of passages shows as context; NaN and absent values are
+    stored as null or left out, never refused by jsonb."""
+    import datasets
+
+    ds = datasets.Dataset.from_list([
+        {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away.",
+         "context": ["Greeting etiquette.", "Be kind."], "score": 0.5},
+        {"prompt": "Bye?", "chosen": "Goodbye.", "rejected": "No.", "context": None,
+         "score": float("nan")},
+    ])
+    ds.to_parquet(str(tmp_path / "ds.parquet"))
+    campaign = CampaignFactory(name="pq")
+    result = comparisons_import_file(campaign=campaign, source=tmp_path / "ds.parquet")
+    assert (result.labels, result.label_sources) == (2, {"ds.parquet": 2})
+    extras = {p.turns[0]["content"]: p.extra for p in Prompt.objects.filter(campaign=campaign)}
+    assert extras == {"Hi?": {"context": ["Greeting etiquette.", "Be kind."], "score": 0.5},
+                      "Bye?": {"score": None}}  # NaN is kept as null; an absent column is not
+    assert result.extra_fields == {"context": 1, "score": 2}
