@@ -381,7 +381,15 @@ class PreferenceExport(Job):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
+    class Sources(models.TextChoices):
+        """Whose judgments it aggregates (``annotation.selectors.sources``)."""
+
+        ALL = "all", "People and dataset labels"
+        PEOPLE = "people", "People only"
+        DATASET = "dataset", "Dataset labels only"
+
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.JSONL)
+    sources = models.CharField(max_length=16, choices=Sources.choices, default=Sources.ALL)
     path = models.CharField(max_length=500, blank=True)
     row_count = models.PositiveIntegerField(null=True, blank=True)
     purged_at = models.DateTimeField(

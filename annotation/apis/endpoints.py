@@ -221,7 +221,7 @@ class ComparisonImportApi(APIView):
 class _ExportOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = PreferenceExport
-        fields = ["id", "campaign", "format", "status", "attempts", "row_count", "error",
+        fields = ["id", "campaign", "format", "sources", "status", "attempts", "row_count", "error",
                   "created_at", "finished_at", "purged_at"]
 
 
@@ -233,6 +233,9 @@ class PreferenceExportCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         format = serializers.ChoiceField(choices=PreferenceExport.Format.choices,
                                          default=PreferenceExport.Format.JSONL)
+        sources = serializers.ChoiceField(
+            choices=PreferenceExport.Sources.choices, default=PreferenceExport.Sources.ALL,
+            help_text="Whose judgments: people and imported dataset labels, or one of them.")
 
     # Documented as JSON only: every field has a default, so a form body that parses to
     # nothing would be taken as "{}", which a schema of form bodies cannot express.
@@ -243,6 +246,7 @@ class PreferenceExportCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         export = preference_export_create(campaign=campaign, fmt=data.validated_data["format"],
+                                          sources=data.validated_data["sources"],
                                           requested_by=request.user)
         return Response(_ExportOutputSerializer(export).data, status=status.HTTP_202_ACCEPTED)
 

@@ -87,7 +87,8 @@ def _check_rate(*, requested_by: AbstractBaseUser | None) -> None:
 
 
 def preference_export_create(
-    *, campaign: Campaign, fmt: str, requested_by: AbstractBaseUser | None
+    *, campaign: Campaign, fmt: str, requested_by: AbstractBaseUser | None,
+    sources: str = SOURCES_ALL,
 ) -> PreferenceExport:
     """Queue an export; the worker runs it (``preference_export_run``) after commit.
 
@@ -96,7 +97,7 @@ def preference_export_create(
     """
     with transaction.atomic():
         _check_rate(requested_by=requested_by)
-        return job_enqueue(PreferenceExport(campaign=campaign, format=fmt,
+        return job_enqueue(PreferenceExport(campaign=campaign, format=fmt, sources=sources,
                                             requested_by=requested_by))
 
 
@@ -121,7 +122,8 @@ def preference_export_run(*, export_id: int) -> PreferenceExport | None:
     with job_heartbeat(export):
         try:
             _fault_delay()
-            count = preferences_write(campaign=export.campaign, out=out, fmt=export.format)
+            count = preferences_write(campaign=export.campaign, out=out, fmt=export.format,
+                                      sources=export.sources)
         except Exception as exc:
             job_fail(export, reason=f"{type(exc).__name__}: {exc}")
             raise

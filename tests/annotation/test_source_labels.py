@@ -387,3 +387,29 @@ def test_a_dataset_with_context_passages_and_missing_values_imports(db, tmp_path
     assert extras == {"Hi?": {"context": ["Greeting etiquette.", "Be kind."], "score": 0.5},
                       "Bye?": {"score": None}}  # NaN is kept as null; an absent column is not
     assert result.extra_fields == {"context": 1, "score": 2}
+
+
+def test_export_api_exports_the_chosen_sources(db, client_for, settings, tmp_path,
+                                               django_capture_on_commit_callbacks):
+    """POST .../exports/ with sources=dataset gives the imported labels alone, on the worker."""
+    from annotation.models import Campaign, PreferenceExport
+    from annotation.services.imports import comparisons_import_file
+
+    settings.GAPLAB_EXPORT_DIR = tmp_path
+    campaign = Campaign.objects.create(name="export-sources")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        '{"prompt": "2+2?", "chosen": "4", "rejected": "5", "source": "mini"}\n'
+        '{"prompt": "3+3?", "chosen": "6", "rejected": "7", "source": "mini"}\n')
+    comparisons_import_file(campaign=campaign, source=data)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client_for("researcher").post(
+            f"/api/campaigns/{campaign.pk}/exports/", {"format": "jsonl", "sources": "dataset"},
+            content_type="application/json")
+    assert answer.status_code == 202 and answer.json()["sources"] == "dataset"
+    export = PreferenceExport.objects.get(pk=answer.json()["id"])
+    assert export.status == PreferenceExport.Status.SUCCEEDED and export.row_count == 2
+    bad = client_for("researcher").post(
+        f"/api/campaigns/{campaign.pk}/exports/", {"sources": "robots"},
+        content_type="application/json")
+    assert bad.status_code == 400 and "sources" in bad.json()
