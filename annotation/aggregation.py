@@ -92,6 +92,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, logit
 
 from annotation.choices import CHOICES
+from annotation.dawid_skene import dawid_skene_fit
 
 LABEL_COLUMNS = ("task", "worker", "label")
 # Relative tolerance under which two scores count as tied.
@@ -364,9 +365,8 @@ def gold_weighted_cross_fit(
     )
 
 
-# Iterative fits stop on their parameters: the largest absolute change of any posterior,
-# confusion entry, prior (or MACE competence / strategy) between two iterations.
-_EM_EPS = 1e-10  # floor on confusion entries, as crowd-kit's DawidSkene, so logs stay finite
+# Iterative fits stop on their parameters: Dawid-Skene on annotation.dawid_skene's criterion,
+# MACE on the largest absolute change of any posterior, competence or strategy entry.
 
 
 @dataclass(frozen=True)
@@ -440,13 +440,14 @@ class DawidSkeneFit:
     max_change: float  # largest parameter change of the last iteration
     log_likelihood: float  # marginal log-likelihood of the labels (gold tasks: of the gold set)
     log_likelihood_fell: bool  # True would mean an EM bug: EM never lowers the likelihood
+    em_steps: int = 0  # EM maps evaluated (about 3 per SQUAREM iteration)
 
     def info(self, *, n_iter: int, tol: float, anchored_on_gold: int | None = None
              ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "iterations": self.iterations, "converged": self.converged,
             "max_change": self.max_change, "tol": tol, "n_iter": n_iter,
-            "log_likelihood": self.log_likelihood,
+            "log_likelihood": self.log_likelihood, "em_steps": self.em_steps,
         }
         if anchored_on_gold is not None:
             out["anchored_on_gold"] = anchored_on_gold
@@ -456,63 +457,31 @@ class DawidSkeneFit:
 def dawid_skene_em(
     task: np.ndarray, worker: np.ndarray, label: np.ndarray, *, n_tasks: int, n_workers: int,
     n_classes: int, allowed: np.ndarray | None = None, n_iter: int = 500, tol: float = 1e-5,
+    accelerate: bool = True,
 ) -> DawidSkeneFit:
-    """Dawid & Skene (1979) EM on integer codes, run until the parameters stop moving.
+    """Dawid & Skene (1979) on integer codes by the project's one EM
+    (:func:`annotation.dawid_skene.dawid_skene_fit`), read back in this module's layout.
 
     ``allowed`` (task x class, bool) anchors tasks with gold: a task's posterior is restricted
     to (renormalised over) the classes its gold accepts, in every E-step, so gold enters EM as
     observed truth (semi-supervised DS) and pins each worker's confusion matrix to what gold
-    says, whatever the majority says. A task whose row is all True is unanchored.
+    says, whatever the majority says; the class prior is estimated on the other tasks. A task
+    whose row is all True is unanchored.
 
-    Starts from majority-vote shares (gold rows clamped). Stops when the largest absolute
-    change of any posterior, prior or confusion entry falls below ``tol`` (``converged``), or
-    after ``n_iter`` iterations (``converged`` False, flagged). Confusion entries are floored at
-    1e-10 before normalising, as crowd-kit does.
+    Starts from majority-vote shares (gold rows clamped); SQUAREM-accelerated unless
+    ``accelerate`` is False (plain EM, one step per iteration, crowd-kit's sequence). Stops on
+    that module's parameter criterion at ``tol`` (``converged``), or after ``n_iter``
+    iterations (``converged`` False, flagged). Confusion entries of answers a worker gave are
+    floored at 1e-10, as crowd-kit does.
     """
-    k = int(n_classes)
-    posteriors = _majority_shares(task, label, n_tasks=n_tasks, n_classes=k)
-    if allowed is not None:
-        posteriors = np.where(allowed, posteriors, 0.0)
-        empty = posteriors.sum(axis=1) == 0  # gold disagrees with every label given
-        posteriors[empty] = allowed[empty]
-        posteriors /= posteriors.sum(axis=1, keepdims=True)
-        log_mask = np.where(allowed, 0.0, -np.inf)
-    priors = np.full(k, 1.0 / k)
-    confusions = np.full((n_workers, k, k), 1.0 / k)
-    cell = worker * k + label  # (worker, said) cell of each label
-    converged, change, history = False, math.inf, []
-    iterations = 0
-    while iterations < int(n_iter):
-        iterations += 1
-        # M-step: class prior and each worker's confusion matrix from the posteriors.
-        new_priors = posteriors.mean(axis=0)
-        counts = np.stack([np.bincount(cell, weights=posteriors[task, c],
-                                       minlength=n_workers * k).reshape(n_workers, k)
-                           for c in range(k)], axis=1)  # worker x truth x said
-        counts = np.maximum(counts, _EM_EPS)
-        new_confusions = counts / counts.sum(axis=2, keepdims=True)
-        # E-step: log P(truth = c) + sum over the task's labels of log P(said | c).
-        log_conf = np.log(new_confusions)
-        log_post = np.log(np.maximum(new_priors, _EM_EPS))[None, :] + np.stack(
-            [np.bincount(task, weights=log_conf[worker, c, label], minlength=n_tasks)
-             for c in range(k)], axis=1)
-        if allowed is not None:
-            log_post = log_post + log_mask
-        top = log_post.max(axis=1, keepdims=True)
-        history.append(float(np.sum(top[:, 0] + np.log(np.exp(log_post - top).sum(axis=1)))))
-        new_posteriors = _softmax_rows(log_post)
-        change = float(max(np.abs(new_posteriors - posteriors).max(),
-                           np.abs(new_confusions - confusions).max(),
-                           np.abs(new_priors - priors).max()))
-        posteriors, priors, confusions = new_posteriors, new_priors, new_confusions
-        if change < tol:
-            converged = True
-            break
-    fell = any(b < a - 1e-6 * max(1.0, abs(a)) for a, b in zip(history, history[1:], strict=False))
-    return DawidSkeneFit(posteriors=posteriors, priors=priors, confusions=confusions,
-                         iterations=iterations, converged=converged, max_change=change,
-                         log_likelihood=history[-1] if history else 0.0,
-                         log_likelihood_fell=fell)
+    fit = dawid_skene_fit(worker=worker, item=task, label=label, n_workers=n_workers,
+                          n_items=n_tasks, n_classes=n_classes, gold=allowed, n_iter=n_iter,
+                          tol=tol, accelerate=accelerate)
+    return DawidSkeneFit(posteriors=fit.posteriors, priors=fit.priors,
+                         confusions=np.ascontiguousarray(fit.errors.transpose(0, 2, 1)),
+                         iterations=fit.iterations, converged=fit.converged,
+                         max_change=fit.max_change, log_likelihood=fit.log_likelihood,
+                         log_likelihood_fell=fit.log_likelihood_fell, em_steps=fit.em_steps)
 
 
 def _gold_allowed(gold: Mapping[Hashable, Any] | pd.Series, coded: _Coded) -> np.ndarray:
@@ -538,7 +507,7 @@ def _gold_set(accepted: Any) -> tuple[Hashable, ...]:
 
 def dawid_skene_labels(
     data: pd.DataFrame, *, gold: Mapping[Hashable, Any] | pd.Series | None = None,
-    n_iter: int = 500, tol: float = 1e-5,
+    n_iter: int = 500, tol: float = 1e-5, accelerate: bool = True,
 ) -> LabelAggregate:
     """Dawid & Skene (1979) by ``dawid_skene_em``; gold-anchored when ``gold`` is given.
 
@@ -546,7 +515,8 @@ def dawid_skene_labels(
     EM as observed truth and the method is named ``dawid_skene_gold``. Worker quality is the
     estimated accuracy ``sum_k prior_k * P(says k | truth k)``. ``info`` holds ``iterations``,
     ``converged``, ``max_change``, ``tol``, ``n_iter``, ``log_likelihood`` (and
-    ``anchored_on_gold``, the number of labelled tasks clamped to gold).
+    ``anchored_on_gold``, the number of labelled tasks clamped to gold), ``em_steps``.
+    ``accelerate=False`` runs plain EM (crowd-kit's sequence of iterates).
     """
     data, _ = dedupe_labels(data)
     gold_map = dict(gold) if gold is not None else {}
@@ -555,7 +525,7 @@ def dawid_skene_labels(
     allowed = _gold_allowed(gold_map, coded) if gold is not None else None
     fit = dawid_skene_em(coded.task, coded.worker, coded.label, n_tasks=len(coded.tasks),
                          n_workers=len(coded.workers), n_classes=len(coded.order),
-                         allowed=allowed, n_iter=n_iter, tol=tol)
+                         allowed=allowed, n_iter=n_iter, tol=tol, accelerate=accelerate)
     accuracy = np.einsum("c,wcc->w", fit.priors, fit.confusions)
     quality = pd.Series(accuracy, index=coded.workers, name="accuracy")
     anchored = None if allowed is None else int((~allowed).any(axis=1).sum())

@@ -45,15 +45,12 @@ from typing import Any, Literal
 import numpy as np
 
 from annotation.choices import CHOICE_CODES, CHOICES
+from annotation.dawid_skene import DsStop, dawid_skene_fit
 
 CHOICE_A, CHOICE_B, CHOICE_TIE, CHOICE_BOTH_BAD = (CHOICE_CODES[c] for c in CHOICES)
 CHOICE_LABELS: tuple[str, ...] = CHOICES
 N_CHOICES = len(CHOICE_LABELS)
 _CHOICE_CODE = CHOICE_CODES
-
-# Same floor crowd-kit uses for probabilities inside Dawid-Skene (crowdkit.aggregation.
-# classification.dawid_skene._EPS); keeping it identical is what makes the two backends agree.
-_DS_EPS = 1e-10
 
 
 def _compress(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,10 +275,12 @@ class DawidSkeneFit:
     posterior P(true label of items[j] = labels[k]) (for an anchored item: 1 at its gold
     label); ``priors[k]`` the class prior of the unanchored items; ``errors[w, o, t]`` =
     P(annotator w answers labels[o] | true labels[t]) (zero where w never answered labels[o]
-    unless a pool prior is on, as in crowd-kit); ``n_iter`` the EM iterations run;
-    ``converged`` whether the stopping rule was met (False: stopped at the iteration cap, or,
-    under crowd-kit's rule, because its bound fell); ``anchored`` marks the items whose
-    posterior was clamped to their gold label (None: no anchor).
+    unless a pool prior is on, as in crowd-kit); ``n_iter`` the EM iterations run (SQUAREM
+    iterations when accelerated, ``em_steps`` the EM steps they took); ``converged`` whether
+    the stopping rule was met (False: stopped at the iteration cap, or, under crowd-kit's rule,
+    because its bound fell); ``max_change`` the stopping criterion's last value
+    (:mod:`annotation.dawid_skene`); ``anchored`` marks the items whose posterior was clamped
+    to their gold label (None: no anchor).
     """
 
     items: np.ndarray
@@ -292,6 +291,8 @@ class DawidSkeneFit:
     n_iter: int
     converged: bool = True
     anchored: np.ndarray | None = None
+    max_change: float = math.nan
+    em_steps: int | None = None
 
     @property
     def n_anchored(self) -> int:
@@ -299,8 +300,14 @@ class DawidSkeneFit:
 
     def diagnostics(self) -> dict[str, Any]:
         """What ``CampaignQuality.fits`` stores for this fit."""
-        return {"iterations": int(self.n_iter), "converged": bool(self.converged),
-                "anchored_items": self.n_anchored}
+        out: dict[str, Any] = {"iterations": int(self.n_iter),
+                               "converged": bool(self.converged),
+                               "anchored_items": self.n_anchored}
+        if self.em_steps is not None:
+            out["em_steps"] = int(self.em_steps)
+        if math.isfinite(self.max_change):
+            out["max_change"] = float(self.max_change)
+        return out
 
     def winners(self) -> np.ndarray:
         """Most probable choice code per fitted item (first label on exact ties, like pandas)."""
@@ -319,172 +326,76 @@ class DawidSkeneFit:
         return np.where(seen, comp, np.nan)
 
 
-DsStop = Literal["params", "crowdkit"]
-
-
 def dawid_skene(
     annotator: np.ndarray, item: np.ndarray, label: np.ndarray, *, n_annotators: int,
     gold: np.ndarray | None = None, n_iter: int = 100, tol: float = 1e-5,
     stop: DsStop = "params", pool_prior: float = 0.0, gold_init: bool = True,
-    truth: Sequence[int] | None = None,
+    truth: Sequence[int] | None = None, accelerate: bool = True,
 ) -> DawidSkeneFit:
-    """Fit Dawid-Skene by EM; with ``gold``, anchored on the items whose truth is known.
+    """Fit Dawid-Skene on choice codes by :func:`annotation.dawid_skene.dawid_skene_fit`.
 
-    Steps as crowd-kit 1.4: majority-vote initialisation, E-step in log space, M-step with
-    crowd-kit's 1e-10 floor on observed (annotator, label) cells. Written with ``np.bincount``
-    because crowd-kit's pandas joins dominate a full recompute at scale (module docstring).
+    This wraps the project's one EM (SQUAREM-accelerated, gold-anchored, stopped by a
+    count-weighted parameter criterion: see that module) for frames: item and label codes are
+    compressed to the ones present, and the result is read back by code.
 
-    * ``gold`` (per row; the gold choice code, -1 for none) anchors the fit (semi-supervised
-      EM): an item with a gold label keeps the posterior 1 at that label in every E-step, so
-      the annotators' answers on it count in their confusion matrices as answers to a known
-      truth, and no consensus can outvote it. The class prior is estimated on the unanchored
-      items only (gold items are drawn to a recipe, not from the campaign's mix).
+    * ``gold`` (per row; the gold choice code, -1 for none) anchors the fit: an item with a gold
+      label keeps the posterior 1 at that label in every E-step, so the annotators' answers on
+      it count as answers to a known truth, and no consensus can outvote it. The class prior is
+      estimated on the unanchored items only (gold items are drawn to a recipe, not from the
+      campaign's mix).
     * ``pool_prior`` > 0 puts a Dirichlet prior on each column errors[w, :, t] centred on the
-      pool's confusion column with that many pseudo-answers, so an annotator with few answers
-      to a class is shrunk toward the pool rather than fitted to a handful of rows. 0 (the
-      default) is crowd-kit's maximum likelihood. Measured on simulated world campaigns
+      pool's confusion column with that many pseudo-answers (plain EM then). 0 (the default) is
+      maximum likelihood. Measured on simulated world campaigns
       (``evaluation/quality_recovery.py``, 4 pools x 4 seeds) a prior of 1 pseudo-answer did
       not help: mean rank correlation with true accuracy 0.58 against 0.60 without it on the
       issue-7 pool at overlap 3, 0.25 against 0.30 at overlap 7, equal on the others; so the
       recompute leaves it off.
     * ``gold_init`` (with ``gold``): the first confusion matrices come from the gold items alone
-      (shrunk toward the pool by one pseudo-answer, so an annotator without gold starts as the
-      pool does) instead of from majority-vote shares, which a shared bias would have written.
+      (shrunk toward the pool by one pseudo-answer) instead of from majority-vote shares, which
+      a shared bias would have written.
     * ``truth``: the choice codes that may be an item's true label (None: every label seen).
       The quality fit allows A and B (plus any gold label): "tie" and "both bad" stay answers
       an annotator can give, but a latent tie class fitted from a few per cent of tie answers
       absorbed 11% of the prior on a world campaign and blurred every confusion matrix.
-    * ``stop="params"`` (default): run until no confusion-matrix cell and no prior moves by
-      more than ``tol`` in an iteration (a criterion on the parameters, which cannot be met by
-      a bound that merely stalls); ``converged`` is False if ``n_iter`` is reached first.
-      ``stop="crowdkit"``: crowd-kit's rule (stop when its per-row bound improves by less than
-      ``tol``), kept so that the test suite can check this function against
+    * ``stop="params"`` (default): the module's parameter criterion at ``tol``; ``converged``
+      is False if ``n_iter`` (SQUAREM iterations, about 3 EM steps each) came first.
+      ``stop="crowdkit"``: plain EM stopped by crowd-kit's rule (its per-row bound improves by
+      less than ``tol``), kept so that the tests check this EM against
       ``crowdkit.aggregation.DawidSkene`` step for step; ``converged`` is then False when the
-      bound *fell* (crowd-kit stops there too, silently: issue 7 saw it stop after 2 of the
-      iterations a converged fit needs) or when ``n_iter`` was reached.
+      bound *fell* (crowd-kit stops there too, silently) or when ``n_iter`` was reached.
+    * ``accelerate=False`` runs plain EM (one EM step per iteration).
     """
     annotator = np.asarray(annotator, np.int64)
+    label = np.asarray(label, np.int64)
     if annotator.size == 0:
         empty = np.zeros((0,), np.int64)
         return DawidSkeneFit(items=empty, labels=empty, probas=np.zeros((0, 0)),
                              priors=np.zeros((0,)), errors=np.zeros((n_annotators, 0, 0)),
                              n_iter=0, converged=True,
                              anchored=None if gold is None else np.zeros(0, bool))
-    label = np.asarray(label, np.int64)
     items, t = _compress(np.asarray(item, np.int64))
     n_items, n_rows = items.size, annotator.size
-    anchored = None
+    gold_mask = None
     if gold is not None:
         gold = np.asarray(gold, np.int64)
         # The label set must hold every gold label, answered or not.
         labels, lab_all = _compress(np.concatenate([label, gold[gold >= 0]]))
         lab = lab_all[:n_rows]
-        item_gold = np.full(n_items, -1, np.int64)
+        gold_mask = np.ones((n_items, labels.size), bool)
         has = gold >= 0
-        item_gold[t[has]] = lab_all[n_rows:]
-        anchored = item_gold >= 0
+        gold_mask[t[has]] = False
+        gold_mask[t[has], lab_all[n_rows:]] = True
     else:
         labels, lab = _compress(label)
-    k_labels = labels.size
-    wl = annotator * k_labels + lab  # cell of (annotator, observed label)
-    n_cells = n_annotators * k_labels
-    present = np.bincount(wl, minlength=n_cells) > 0
-    per_item = np.bincount(t, minlength=n_items).astype(float)
-    allowed = np.ones(k_labels, bool) if truth is None else np.isin(labels, truth)
-    if anchored is not None:
-        allowed[np.unique(item_gold[anchored])] = True  # what gold says can be true is
-    if not allowed.any():
-        allowed[:] = True
-    free = np.ones(n_items, bool) if anchored is None else ~anchored
-    if not free.any():
-        free = np.ones(n_items, bool)  # only gold items: their mix is the only prior there is
-
-    def clamp(probas: np.ndarray) -> np.ndarray:
-        if anchored is not None and anchored.any():
-            probas[anchored] = 0.0
-            probas[np.flatnonzero(anchored), item_gold[anchored]] = 1.0
-        return probas
-
-    def m_step(probas: np.ndarray, prior: float = pool_prior) -> tuple[np.ndarray, np.ndarray]:
-        raw = np.empty((n_cells, k_labels))
-        by_label = np.ascontiguousarray(probas.T)  # contiguous rows make the gathers cheap
-        for k in range(k_labels):
-            raw[:, k] = np.bincount(wl, weights=by_label[k][t], minlength=n_cells)
-        if prior > 0:
-            cube = raw.reshape(n_annotators, k_labels, k_labels)
-            pool = cube.sum(axis=0) + _DS_EPS
-            pool /= pool.sum(axis=0, keepdims=True)  # P(answer o | truth t) over the pool
-            err = np.maximum(cube + prior * pool[None], _DS_EPS)
-        else:
-            err = np.where(present[:, None], np.maximum(raw, _DS_EPS), 0.0)
-            err = err.reshape(n_annotators, k_labels, k_labels)
-        with np.errstate(invalid="ignore"):
-            err = err / err.sum(axis=1, keepdims=True)
-        return np.nan_to_num(err, nan=0.0), raw
-
-    def log_errors(err: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            return np.log(err.reshape(n_cells, k_labels))
-
-    def e_step(priors: np.ndarray, log_err: np.ndarray) -> np.ndarray:
-        loglik = np.empty((n_items, k_labels))
-        by_label = np.ascontiguousarray(log_err.T)
-        for k in range(k_labels):
-            loglik[:, k] = np.bincount(t, weights=by_label[k][wl], minlength=n_items)
-        loglik += np.log(priors)
-        loglik -= loglik.max(axis=1, keepdims=True)
-        lik = np.exp(loglik)
-        return clamp(lik / lik.sum(axis=1, keepdims=True))
-
-    def class_prior(probas: np.ndarray) -> np.ndarray:
-        return np.where(allowed, np.maximum(probas[free].mean(axis=0), _DS_EPS), _DS_EPS)
-
-    # Majority-vote initialisation: share of each label among an item's rows.
-    probas = np.bincount(t * k_labels + lab, minlength=n_items * k_labels).astype(float)
-    probas = probas.reshape(n_items, k_labels)
-    if not allowed.all():  # an item answered only "tie" still starts among the truths
-        probas = (probas + 1e-3) * allowed
-    probas = clamp(probas / probas.sum(axis=1, keepdims=True))
-    priors = class_prior(probas)
-    if gold_init and anchored is not None and anchored.any():
-        # Start from what gold says about each annotator: confusion matrices from the anchored
-        # items alone (shrunk toward the pool, so an annotator with no gold starts as the pool
-        # does), not from the majority, which a shared bias would have written.
-        gold_only = np.where(anchored[:, None], probas, 0.0)
-        errors, _ = m_step(gold_only, prior=max(pool_prior, 1.0))
-    else:
-        errors, _ = m_step(probas)
-    loss = -np.inf
-    it = 0
-    converged = False
-    for it in range(1, n_iter + 1):  # noqa: B007 (it is reported)
-        probas = e_step(priors, log_errors(errors))
-        new_priors = class_prior(probas)
-        new_errors, raw = m_step(probas)
-        if stop == "params":
-            moved = max(float(np.abs(new_errors - errors).max()),
-                        float(np.abs(new_priors - priors).max()))
-            priors, errors = new_priors, new_errors
-            if moved < tol:
-                converged = True
-                break
-            continue
-        priors, errors = new_priors, new_errors
-        # crowd-kit's ELBO: E_q[log p(labels, z)] with the log prior counted once per *row*
-        # (its join repeats it), plus the entropy of q. Only the stopping rule uses it, but the
-        # same form is kept so both backends stop on the same iteration.
-        log_err = log_errors(errors)
-        joint = float(np.sum(raw[present] * log_err[present]))
-        joint += float(per_item @ probas @ np.log(priors))
-        clipped = np.maximum(probas, _DS_EPS)
-        entropy = -float(np.sum(clipped * np.log(clipped)))
-        new_loss = (joint + entropy) / n_rows
-        if new_loss - loss < tol:
-            converged = new_loss >= loss  # a fall is crowd-kit's silent early stop
-            break
-        loss = new_loss
-    return DawidSkeneFit(items=items, labels=labels, probas=probas, priors=priors,
-                         errors=errors, n_iter=it, converged=converged, anchored=anchored)
+    allowed = None if truth is None else np.isin(labels, np.asarray(truth, np.int64))
+    em = dawid_skene_fit(worker=annotator, item=t, label=lab, n_workers=n_annotators,
+                         n_items=n_items, n_classes=labels.size, truth=allowed, gold=gold_mask,
+                         gold_init=gold_init, pool_prior=pool_prior, n_iter=n_iter, tol=tol,
+                         accelerate=accelerate, stop=stop)
+    return DawidSkeneFit(items=items, labels=labels, probas=em.posteriors, priors=em.priors,
+                         errors=em.errors, n_iter=em.iterations, converged=em.converged,
+                         anchored=None if gold is None else em.anchored,
+                         max_change=em.max_change, em_steps=em.em_steps)
 
 
 def dawid_skene_crowdkit(

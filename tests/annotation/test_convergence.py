@@ -53,7 +53,8 @@ def test_crowdkit_stops_when_its_bound_falls_while_our_em_runs_to_convergence():
     assert ck.loss_history_[-1] < ck.loss_history_[-2]  # the fall that stopped it
     assert steps < 100  # ... long before its own cap
 
-    stopped = agg.dawid_skene_labels(data, n_iter=steps)
+    # Plain EM (no SQUAREM) walks crowd-kit's sequence of iterates.
+    stopped = agg.dawid_skene_labels(data, n_iter=steps, accelerate=False)
     # Same algorithm, same start: after the same steps the posteriors agree with crowd-kit's.
     ck_probas = ck.probas_.sort_index().reindex(columns=range(4), fill_value=0.0).to_numpy()
     ours = stopped.probas.sort_index().reindex(columns=range(4), fill_value=0.0).to_numpy()
@@ -61,7 +62,7 @@ def test_crowdkit_stops_when_its_bound_falls_while_our_em_runs_to_convergence():
     assert stopped.info["converged"] is False
     assert stopped.info["max_change"] > 100 * stopped.info["tol"]  # still moving a lot
 
-    full = agg.dawid_skene_labels(data)
+    full = agg.dawid_skene_labels(data, accelerate=False)
     assert full.info["converged"] is True
     assert full.info["iterations"] > 3 * steps
     assert full.info["max_change"] < full.info["tol"]
@@ -276,13 +277,13 @@ def _length_biased_pairs(seed: int, *, n_items: int = 300, n_gold: int = 60
 
 
 def test_gold_anchored_pairwise_dawid_skene_resists_a_length_biased_crowd():
-    """Measured (seeds 0-3): majority 0.543 0.560 0.537 0.567, plain DS 0.483 0.460 0.520 0.477,
-    anchored DS 0.763 0.807 0.793 0.773 (accuracy over the regular comparisons)."""
+    """Measured (seeds 0-3): majority 0.543 0.560 0.537 0.567, plain DS 0.483 0.460 0.523 0.477,
+    anchored DS 0.750 0.810 0.793 0.777 (accuracy over the regular comparisons)."""
     def accuracy(method: str, seed: int, votes: list, anchors: list, gold: dict, truth: dict
                  ) -> float:
         fit = agg.aggregate_pairwise_fit(method, votes, anchor_votes=anchors, gold=gold)
-        # Plain DS on seed 1 is still creeping at 500 iterations and says so; anchored converges.
-        assert fit.info["converged"] is (method == "dawid_skene" or seed != 1)
+        # Plain EM on seed 1 was still creeping at 500 iterations; SQUAREM converges (185 steps).
+        assert fit.info["converged"] is True
         assert {d.comparison for d in fit.decisions} == {v.comparison for v in votes}
         return float(np.mean([d.winner == truth[d.comparison] for d in fit.decisions]))
 
