@@ -169,9 +169,6 @@ def dawid_skene_fit(
             em_steps=0, converged=True, max_change=0.0, log_likelihood=0.0,
             log_likelihood_fell=False, accelerated=accelerate)
 
-    # Rows sorted by item: the per-item gathers and sums then walk memory in order.
-    order = np.argsort(item, kind="stable")
-    worker, item, label = worker[order], item[order], label[order]
     n_cells = n_workers * k_all
     cell = worker * k_all + label  # (worker, answer) cell of each row
     cell_count = np.bincount(cell, minlength=n_cells).astype(float)
