@@ -6,13 +6,16 @@ correlation of each estimator with TRUE accuracy (share of decisive regular answ
 the higher-utility reply) and the error of the epsilon each implies against the true
 judgment-weighted error. Estimators: plain DS, gold-anchored DS (the recompute's fit), gold
 accuracy alone, peer agreement, and the ceiling (each annotator's expected accuracy under its
-own true parameters: what knowing every parameter, but not the dice, would give).
+own true parameters: what knowing every parameter, but not the dice, would give). The last
+line printed is one JSON object: per pool, the mean Spearman of each estimator over the seeds and
+the anchored fit's worst epsilon error.
 
     .venv/bin/python benchmarks/quality_recovery.py
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +52,7 @@ POOLS = {
 
 
 def main() -> None:
+    summary: dict[str, dict[str, list[float]]] = {}
     for name, (members, overlap, n_prompts) in POOLS.items():
         for seed in range(4):
             sim = world_frame_simulate(pool=members, n_prompts=n_prompts, seed=seed,
@@ -73,6 +77,18 @@ def main() -> None:
                    for k, v in est.items()}
             print(f"{name:10s} seed {seed} true_eps {sim.true_epsilon:.3f} spearman {rho} "
                   f"eps_error {eps} anchored {anchored.diagnostics()}")
+            pool = summary.setdefault(name, {})
+            for k, v in rho.items():
+                pool.setdefault(f"spearman_{k}", []).append(v)
+            pool.setdefault("eps_error_anchored_ds", []).append(eps["anchored_ds"])
+    # The last line: per pool, the mean over seeds (and the worst epsilon error).
+    print(json.dumps({
+        pool: {**{k: round(float(np.mean(v)), 3) for k, v in vals.items()
+                  if k.startswith("spearman")},
+               "eps_error_anchored_ds_worst": max(vals["eps_error_anchored_ds"], key=abs),
+               "seeds": len(vals["eps_error_anchored_ds"])}
+        for pool, vals in summary.items()
+    }))
 
 
 if __name__ == "__main__":
