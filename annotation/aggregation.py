@@ -327,6 +327,19 @@ def gold_weighted_labels(
     )
 
 
+def _gold_folds(data: pd.DataFrame, gold: pd.Series, *, n_folds: int,
+                seed: int) -> list[np.ndarray]:
+    """The labelled gold tasks of ``data`` in ``n_folds`` random folds (2 to one per task), for
+    cross-fitting: each fold is scored by a fit that never saw its gold. Raises ValueError with
+    fewer than two labelled gold tasks."""
+    gold_tasks = np.asarray(pd.Index(pd.unique(data["task"])).intersection(gold.index))
+    if len(gold_tasks) < 2:
+        raise ValueError("cross-fitting needs at least two labelled gold tasks")
+    n_folds = int(min(max(n_folds, 2), len(gold_tasks)))
+    rng = np.random.default_rng(seed)
+    return np.array_split(rng.permutation(gold_tasks), n_folds)
+
+
 def gold_weighted_cross_fit(
     data: pd.DataFrame, gold: pd.Series, *, n_folds: int = 5, seed: int = 0,
     prior_strength: float = 2.0,
@@ -341,12 +354,7 @@ def gold_weighted_cross_fit(
     """
     data, _ = dedupe_labels(data)
     order = label_order(data)
-    gold_tasks = np.asarray(pd.Index(pd.unique(data["task"])).intersection(gold.index))
-    if len(gold_tasks) < 2:
-        raise ValueError("cross-fitting needs at least two labelled gold tasks")
-    n_folds = int(min(max(n_folds, 2), len(gold_tasks)))
-    rng = np.random.default_rng(seed)
-    folds = np.array_split(rng.permutation(gold_tasks), n_folds)
+    folds = _gold_folds(data, gold, n_folds=n_folds, seed=seed)
     pooled_all = worker_gold_accuracy(data, gold, prior_strength=prior_strength)
     pieces: list[tuple[pd.Series, pd.Series, pd.Series]] = []
     for fold in folds:
@@ -354,7 +362,7 @@ def gold_weighted_cross_fit(
         quality = worker_gold_accuracy(data, train_gold, prior_strength=prior_strength)
         weights = gold_log_odds_weights(quality["smoothed"], n_classes=len(order))
         pieces.append(_weighted_labels(data[data["task"].isin(fold)], weights, order))
-    rest = data[~data["task"].isin(gold_tasks)]
+    rest = data[~data["task"].isin(np.concatenate(folds))]
     if len(rest):
         weights = gold_log_odds_weights(pooled_all["smoothed"], n_classes=len(order))
         pieces.append(_weighted_labels(rest, weights, order))
@@ -555,12 +563,7 @@ def dawid_skene_gold_cross_fit(
     ValueError with fewer than two gold tasks.
     """
     data, _ = dedupe_labels(data)
-    gold_tasks = np.asarray(pd.Index(pd.unique(data["task"])).intersection(gold.index))
-    if len(gold_tasks) < 2:
-        raise ValueError("cross-fitting needs at least two labelled gold tasks")
-    n_folds = int(min(max(n_folds, 2), len(gold_tasks)))
-    rng = np.random.default_rng(seed)
-    folds = np.array_split(rng.permutation(gold_tasks), n_folds)
+    folds = _gold_folds(data, gold, n_folds=n_folds, seed=seed)
     full = dawid_skene_labels(data, gold=gold, n_iter=n_iter, tol=tol)
     probas = full.probas.copy()
     fold_info = []

@@ -18,6 +18,16 @@ def _fast_passwords(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle and lockout counts live in the cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _celery_eager(settings):
     """Most tests run tasks in-process; tests marked `worker` start a real worker instead."""
     settings.CELERY_TASK_ALWAYS_EAGER = True
