@@ -137,10 +137,6 @@ def job_fail(job: Job, *, reason: str) -> bool:
     return bool(updated)
 
 
-def job_cancel_requested(job: Job) -> bool:
-    return type(job).objects.filter(pk=job.pk, cancel_requested=True).exists()
-
-
 @contextmanager
 def job_heartbeat(job: Job, *, interval: float | None = None) -> Iterator[None]:
     """Stamp the job's heartbeat from a thread while the body runs.

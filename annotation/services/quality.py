@@ -42,6 +42,13 @@ from annotation.services.calibration import (
     calibration_reshow_create,
     calibration_transitivity_closer_create,
 )
+from annotation.services.jobs import (
+    job_dispatch,
+    job_fail,
+    job_heartbeat,
+    job_start,
+    job_succeed,
+)
 
 if TYPE_CHECKING:
     from annotation.drift import ChangePoint
@@ -78,8 +85,9 @@ def quality_on_judgment(*, judgment: Judgment, rng: random.Random | None = None)
     # every GAPLAB_QUALITY_RECOMPUTE_EVERY judgments of this campaign (counted per campaign,
     # last in the transaction so that the tally's row lock is held only until commit).
     every = settings.GAPLAB_QUALITY_RECOMPUTE_EVERY
-    if _campaign_tally_increment(campaign_id=campaign.pk) % every == 0:
-        quality_recompute_request(campaign=campaign)
+    judgments = _campaign_tally_increment(campaign_id=campaign.pk)
+    if judgments % every == 0:
+        quality_recompute_request(campaign=campaign, at_judgment=judgments)
 
 
 def _campaign_tally_increment(*, campaign_id: int) -> int:
@@ -101,20 +109,20 @@ def _campaign_tally_increment(*, campaign_id: int) -> int:
     raise RuntimeError("campaign tally row vanished")
 
 
-def quality_recompute_request(*, campaign: Campaign) -> QualityRecompute:
+def quality_recompute_request(*, campaign: Campaign,
+                              at_judgment: int | None = None) -> QualityRecompute:
     """Queue a full recompute of the campaign, joining one that is already queued.
 
     At most one recompute waits per campaign (a partial unique index), so a burst of requests
     costs one run. It goes through the outbox: it runs even if the broker is down right now.
     """
-    from annotation.services.jobs import job_dispatch
-
-    judgments = CampaignTally.objects.filter(campaign=campaign).values_list(
-        "judgments", flat=True).first() or 0
+    if at_judgment is None:  # on demand; the submit path passes the count it just made
+        at_judgment = CampaignTally.objects.filter(campaign=campaign).values_list(
+            "judgments", flat=True).first() or 0
     try:
         with transaction.atomic():  # a savepoint: the conflict below must not end the caller's
             job = QualityRecompute.objects.create(campaign=campaign,
-                                                  requested_at_judgment=judgments)
+                                                  requested_at_judgment=at_judgment)
             job_dispatch(job)
             return job
     except IntegrityError:  # one is already queued (quality_recompute_one_queued): join it
@@ -123,8 +131,6 @@ def quality_recompute_request(*, campaign: Campaign) -> QualityRecompute:
 
 def quality_recompute_run(*, job_id: int) -> QualityRecompute | None:
     """Run a queued recompute (a job: idempotent under redelivery, reaped if its worker dies)."""
-    from annotation.services.jobs import job_fail, job_heartbeat, job_start, job_succeed
-
     job = job_start(QualityRecompute, job_id=job_id)
     if job is None:
         return None

@@ -113,7 +113,6 @@ def test_export_limits_answer_429_with_retry_after(export_campaign, client_for, 
     settings.GAPLAB_EXPORT_MAX_ACTIVE = 2
     client = client_for("researcher")
     url = f"/api/campaigns/{export_campaign.pk}/exports/"
-    PreferenceExport.objects.all().delete()
     codes = [client.post(url, {"format": "jsonl"}).status_code for _ in range(2)]
     assert codes == [202, 202]  # not run: on_commit never fires inside the test transaction
     refused = client.post(url, {"format": "jsonl"})
