@@ -208,19 +208,13 @@ class JudgmentAdmin(_RecordAdmin):
 
 
 @admin.register(AnnotatorProfile)
-class AnnotatorProfileAdmin(admin.ModelAdmin):
+class AnnotatorProfileAdmin(_ReadOnlyAdmin):
     """View-only: pausing is the quality services' call and un-pausing goes through
     ``annotator_unpause`` (the quality pages), which records since when gold counts again."""
 
-    list_display = ["user", "status", "paused_reason", "unpaused_at", "created_at"]
-    list_filter = ["status"]
+    list_display = ["user", "kind", "status", "paused_reason", "unpaused_at", "created_at"]
+    list_filter = ["status", "kind"]
     search_fields = ["user__username"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AnnotatorQuality)

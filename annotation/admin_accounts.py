@@ -145,9 +145,10 @@ class AccountUserAdmin(UserAdmin):
         return obj is None or user_manageable_by(by=request.user, user=obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
-        if not super().has_delete_permission(request, obj):
-            return False
-        return obj is None or user_manageable_by(by=request.user, user=obj)
+        # Superusers only. Deleting an annotator cascades to their open assignments without
+        # releasing the claims (claimed_count), and one with judgments cannot be deleted at all
+        # (PROTECT); admins deactivate instead (user_deactivate).
+        return bool(request.user.is_superuser) and super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: User, form: forms.ModelForm,
                    change: bool) -> None:

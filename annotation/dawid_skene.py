@@ -189,16 +189,19 @@ def dawid_skene_fit(
         anchor_add[:, anchored] = anchor_mask.T
     free_f = free.astype(float)
 
-    def m_step(post: np.ndarray, prior: float = pool_prior) -> tuple[np.ndarray, np.ndarray,
-                                                                       np.ndarray]:
+    def m_step(post: np.ndarray, prior: float = pool_prior, *, partial: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(priors, errors (n_cells, kt), raw expected counts (n_cells, kt)) from posteriors
-        laid out truth x item (each truth's row contiguous, so the gathers stream)."""
+        laid out truth x item (each truth's row contiguous, so the gathers stream).
+        ``partial``: some items' posteriors are all zero (the gold start), so every column is
+        counted; otherwise the last one is what the others leave."""
         raw = np.empty((n_cells, kt))
-        for j in range(kt - 1):
+        for j in range(kt if partial else kt - 1):
             raw[:, j] = np.bincount(cell, weights=np.take(post[j], item), minlength=n_cells)
-        # Posteriors sum to 1 over the allowed classes: the last column is what is left, one
-        # pass over the rows saved (rounding ~1e-16 x count, far below the floor).
-        raw[:, kt - 1] = cell_count - raw[:, : kt - 1].sum(axis=1)
+        if not partial:
+            # Posteriors sum to 1 over the allowed classes: the last column is what is left,
+            # one pass over the rows saved (rounding ~1e-16 x count, far below the floor).
+            raw[:, kt - 1] = cell_count - raw[:, : kt - 1].sum(axis=1)
         if prior > 0:
             cube = raw.reshape(n_workers, k_all, kt)
             pool = cube.sum(axis=0) + EPS
@@ -250,7 +253,8 @@ def dawid_skene_fit(
     if gold_init and any_anchor:
         # Confusions from what gold says about each annotator, shrunk toward the pool (an
         # annotator without gold starts as the pool does), not from the majority.
-        _, err, _ = m_step(np.where(anchored[None, :], post, 0.0), prior=max(pool_prior, 1.0))
+        _, err, _ = m_step(np.where(anchored[None, :], post, 0.0), prior=max(pool_prior, 1.0),
+                           partial=True)
 
     def change(p_old: np.ndarray, p_new: np.ndarray, th_old: tuple, th_new: tuple,
                raw: np.ndarray) -> float:

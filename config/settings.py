@@ -293,6 +293,7 @@ SPECTACULAR_SETTINGS = {
 # --- Celery ---------------------------------------------------------------------------------
 BROKER_DIR = DATA_DIR / "broker"
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "filesystem://")
+CELERY_TASK_TIME_LIMIT = envint("GAPLAB_TASK_TIME_LIMIT", 3600)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: in == out, the folder must exist, poll often (default 1 s).
     for sub in ("queue", "processed", "control"):
@@ -311,7 +312,7 @@ else:
     # recovered sooner than that by the reaper (GAPLAB_JOB_STALE_SECONDS), not by redelivery.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": envint(
-            "GAPLAB_VISIBILITY_TIMEOUT", envint("GAPLAB_TASK_TIME_LIMIT", 3600) + 300
+            "GAPLAB_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 300
         )
     }
 CELERY_RESULT_BACKEND = None
@@ -324,7 +325,6 @@ CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "gpu"}}
 CELERY_TASK_ALWAYS_EAGER = envbool("GAPLAB_CELERY_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SOFT_TIME_LIMIT = envint("GAPLAB_TASK_SOFT_TIME_LIMIT", 3300)
-CELERY_TASK_TIME_LIMIT = envint("GAPLAB_TASK_TIME_LIMIT", 3600)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A request publishes after commit; with the broker down it must fail fast and leave the

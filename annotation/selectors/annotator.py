@@ -78,10 +78,6 @@ class AnnotatorProgress:
     def batch_size(self) -> int:
         return PROGRESS_BATCH
 
-    @property
-    def percent(self) -> int:
-        return round(100 * self.in_batch / PROGRESS_BATCH)
-
 
 def annotator_progress(*, campaign: Campaign, annotator: AbstractBaseUser) -> AnnotatorProgress:
     done = Assignment.objects.filter(

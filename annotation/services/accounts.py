@@ -59,7 +59,7 @@ def users_manageable_by(*, by: AbstractBaseUser | None) -> QuerySet[User]:
     at most a managed role: not a superuser, no group outside ``MANAGED_ROLES`` (so no other
     admin, itself included) and no raw permission granted to the user directly. Without the last
     two, an admin could reset the password of a more powerful account and log in as it.
-    Anyone else manages no one.
+    Dataset-label accounts are the system's alone. Anyone else manages no one.
     """
     if _is_system_or_superuser(by):
         return User.objects.all()
@@ -70,6 +70,9 @@ def users_manageable_by(*, by: AbstractBaseUser | None) -> QuerySet[User]:
         User.objects.filter(is_superuser=False)
         .exclude(groups__in=foreign_groups)
         .exclude(user_permissions__isnull=False)
+        # A dataset's labels are no one's account: an admin who could set its password or
+        # role could log in as the source and add "dataset" judgments.
+        .exclude(annotator_profile__kind=AnnotatorProfile.Kind.DATASET)
     )
 
 

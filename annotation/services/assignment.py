@@ -176,7 +176,9 @@ def _issue(*, campaign: Campaign, annotator: AbstractBaseUser, now: datetime,
         if regular is None:
             # No calibration item is issued alone: a stream of only gold would give it away.
             return None
-        calibration = _pick_calibration(campaign=campaign, annotator=annotator, rng=rng)
+        # A campaign without gold draws none, so it has nothing to hide by timing either.
+        calibration = (_pick_calibration(campaign=campaign, annotator=annotator, rng=rng)
+                       if campaign.calibration_rate > 0 else None)
         regular_id, claimed, target_overlap = regular
         a_on_left = rng.random() < 0.5
         if draw_calibration and calibration is not None:

@@ -19,6 +19,7 @@ with any bad row imports nothing.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,7 +278,6 @@ def import_rejects_write(*, rejects: list[Rejected], out: Path) -> int:
     ``row`` is the row as it came (the raw text of a line that was not JSON). Written beside
     and renamed, so a reader never sees half a file.
     """
-    import os
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

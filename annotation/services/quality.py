@@ -91,7 +91,12 @@ def quality_on_judgment(*, judgment: Judgment, rng: random.Random | None = None)
 
 
 def _campaign_tally_increment(*, campaign_id: int) -> int:
-    """Add one to the campaign's judgment count and return the new count (one statement)."""
+    """Add one to the campaign's judgment count and return the new count (one statement).
+
+    One row per campaign, so a campaign's concurrent submits queue on its lock from this
+    statement to commit (it runs last, so that is short). Chosen over the global judgment id
+    (no lock), which fired a campaign's recompute at the mercy of other campaigns' traffic.
+    """
     table = CampaignTally._meta.db_table
     with connection.cursor() as cursor:
         for _ in range(2):
@@ -126,7 +131,9 @@ def quality_recompute_request(*, campaign: Campaign,
             job_dispatch(job)
             return job
     except IntegrityError:  # one is already queued (quality_recompute_one_queued): join it
-        return QualityRecompute.objects.filter(campaign=campaign).order_by("-id").first()
+        return (QualityRecompute.objects
+                .filter(campaign=campaign, status=QualityRecompute.Status.QUEUED).first()
+                or QualityRecompute.objects.filter(campaign=campaign).order_by("-id").first())
 
 
 def quality_recompute_run(*, job_id: int) -> QualityRecompute | None:

@@ -457,3 +457,30 @@ def test_superuser_still_edits_any_account_with_the_full_form(people):
                         "usable_password": "true"})
     assert resp.status_code == 302
     assert User.objects.get(pk=admin2.pk).check_password(NEW_PASSWORD)
+
+
+def test_admin_cannot_delete_an_annotator_with_open_claims(cast, admin_client):
+    """Deleting would cascade to the open assignment without releasing its claim."""
+    from annotation.services import assignment_issue_next
+
+    comparison = ComparisonFactory()
+    assignment = assignment_issue_next(campaign=comparison.campaign, annotator=cast["annotator"])
+    assert assignment is not None
+    resp = admin_client.post(f"{USERS}{cast['annotator'].pk}/delete/", {"post": "yes"})
+    assert resp.status_code == 403
+    assert Assignment.objects.filter(pk=assignment.pk).exists()
+    comparison.refresh_from_db()
+    assert comparison.claimed_count == 1
+
+
+def test_dataset_label_accounts_are_out_of_an_admins_reach(cast, admin_client):
+    source = user_create_with_role(username="dataset-hh", password=None, role=Role.ANNOTATOR,
+                                   annotator_kind=AnnotatorProfile.Kind.DATASET, source="hh")
+    assert source not in _listed(admin_client)
+    resp = admin_client.post(f"{USERS}{source.pk}/password/",
+                             {"password1": "new-pass-1234", "password2": "new-pass-1234"})
+    assert resp.status_code in (302, 403, 404)
+    source.refresh_from_db()
+    assert not source.has_usable_password()
+    with pytest.raises(ForbiddenError):
+        user_role_set(user=source, role=Role.RESEARCHER, by=cast["admin"])
