@@ -37,6 +37,9 @@ class Campaign(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     title = models.CharField(max_length=200, blank=True)
     instructions = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    principles = models.TextField(
+        blank=True, help_text="Written principles an AI judge labels against (one per line), in "
+                              "the spirit of Constitutional AI; not shown to annotators.")
     criteria = models.JSONField(
         default=list, blank=True,
         help_text='Optional per-criterion choices, e.g. ["helpfulness", "honesty"].',
@@ -302,12 +305,14 @@ class AnnotatorProfile(models.Model):
         PAUSED = "paused", "Paused"
 
     class Kind(models.TextChoices):
-        """Who stands behind the judgments: a person, a simulated annotator (worlds), or an
-        imported dataset's own preference labels (one ``dataset`` annotator per source)."""
+        """Who stands behind the judgments: a person, a simulated annotator (worlds), an
+        imported dataset's own preference labels (one ``dataset`` annotator per source), or an
+        AI judge labelling against the campaign's principles (``training.methods.ai_judge``)."""
 
         PERSON = "person", "Person"
         SIMULATED = "simulated", "Simulated"
         DATASET = "dataset", "Dataset labels"
+        AI_JUDGE = "ai_judge", "AI judge"
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile"
@@ -341,12 +346,13 @@ class Job(models.Model):
     subclass. A running job writes ``heartbeat_at``; the reaper (``services.jobs.jobs_reap``,
     on Celery beat) re-queues or fails, with a reason, any job whose heartbeat stopped, so a
     killed worker never leaves a job "running". ``job_task`` names the Celery task that runs a
-    job of the subclass, given its id.
+    job of the subclass, given its id, and ``job_queue`` the queue it is published to.
     """
 
     Status = JobStatus
     TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
     job_task: str = ""
+    job_queue: str = ""  # the Celery queue of job_task; "" = the task's route / default
 
     status = models.CharField(max_length=16, choices=JobStatus.choices,
                               default=JobStatus.QUEUED, db_index=True)

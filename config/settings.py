@@ -321,7 +321,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "gpu"}}
+# Training tasks are named "training.<name>" and also name queue "gpu" themselves.
+CELERY_TASK_ROUTES = {"training.*": {"queue": "gpu"}}
 CELERY_TASK_ALWAYS_EAGER = envbool("GAPLAB_CELERY_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SOFT_TIME_LIMIT = envint("GAPLAB_TASK_SOFT_TIME_LIMIT", 3300)
@@ -331,6 +332,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # message in the outbox (annotation/services/outbox.py), not hang the request.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
+
+# --- Training (training/) -------------------------------------------------------------------
+# Models and run outputs live under one root that every GPU worker shares (a network volume
+# when workers run on several machines): models/<name>/ and runs/<run id>/.
+GAPLAB_ARTIFACT_ROOT = Path(envstr("GAPLAB_ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
+# A run writes its progress, metrics and heartbeat, and checks for a cancel, every this many
+# optimizer steps.
+GAPLAB_RUN_REPORT_EVERY = envint("GAPLAB_RUN_REPORT_EVERY", 5)
+# Checkpoints every this many steps (a resumed run restarts from the last one).
+GAPLAB_RUN_CHECKPOINT_EVERY = envint("GAPLAB_RUN_CHECKPOINT_EVERY", 50)
+# The AI judge's OpenAI-compatible backend, when configured (both needed).
+GAPLAB_JUDGE_URL = envstr("GAPLAB_JUDGE_URL")
+GAPLAB_JUDGE_KEY = envstr("GAPLAB_JUDGE_KEY")
+GAPLAB_CODE_VERSION = envstr("GAPLAB_CODE_VERSION")
 
 # --- Jobs: heartbeat, reaper, outbox relay (annotation/services/jobs.py) --------------------
 GAPLAB_JOB_HEARTBEAT_SECONDS = envint("GAPLAB_JOB_HEARTBEAT_SECONDS", 10)

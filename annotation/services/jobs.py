@@ -52,8 +52,9 @@ def worker_name() -> str:
 
 
 def job_dispatch(job: Job, *, queue: str = "") -> None:
-    """Enqueue the job's task through the outbox (inside the caller's transaction)."""
-    outbox_enqueue(task=job.job_task, args=[job.pk], queue=queue)
+    """Enqueue the job's task through the outbox (inside the caller's transaction), on
+    ``queue`` or else the job kind's own ``job_queue``."""
+    outbox_enqueue(task=job.job_task, args=[job.pk], queue=queue or job.job_queue)
 
 
 def job_enqueue(job: Job, *, queue: str = "") -> Job:
@@ -135,6 +136,22 @@ def job_fail(job: Job, *, reason: str) -> bool:
     if updated:
         job.status, job.finished_at, job.error = JobStatus.FAILED, now, reason[:5000]
     return bool(updated)
+
+
+def job_cancelled(job: Job, *, reason: str = "Cancelled while running.", **fields) -> bool:
+    """Mark the attempt cancelled (it obeyed a cancel request), storing ``fields``."""
+    now = timezone.now()
+    updated = _owned(job).update(status=JobStatus.CANCELLED, finished_at=now,
+                                 error=reason[:5000], **fields)
+    if updated:
+        job.status, job.finished_at, job.error = JobStatus.CANCELLED, now, reason[:5000]
+    return bool(updated)
+
+
+def job_owned(job: Job):
+    """The job's row as long as this attempt owns it: an update through it that touches no
+    row means the reaper gave the job to another attempt, and this one must stop."""
+    return _owned(job)
 
 
 @contextmanager

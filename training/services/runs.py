@@ -1,0 +1,326 @@
+"""Training runs and sweeps: create (validated, queued through the outbox), execute in a worker,
+cancel, resume. Crash safety is the jobs layer's (``annotation.services.jobs``); this module adds
+what a run has beyond a job: a method, its context, checkpoints, registered models, artifacts.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import logging
+import os
+import subprocess
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from annotation.errors import ApplicationError, ConflictError
+from annotation.models import Campaign, JobStatus, Snapshot
+from annotation.services.jobs import (
+    job_cancelled,
+    job_enqueue,
+    job_fail,
+    job_heartbeat,
+    job_start,
+    job_succeed,
+)
+from annotation.services.snapshots import snapshot_rows
+from training.methods import ConfigError, method_config_clean, method_module
+from training.methods.base import MethodResult, ModelRef, RunContext
+from training.models import ModelKind, RegisteredModel, RunArtifact, Sweep, TrainingRun
+from training.rewards import true_reward_for
+from training.services.progress import RunReporter
+
+log = logging.getLogger(__name__)
+
+
+class RunConfigError(ApplicationError):
+    """A run that cannot be created; ``errors`` maps each field (config fields by their own
+    name, inputs as ``snapshot``, ``base_model``, ...) to its messages. Nothing was queued."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("Invalid training run: " + "; ".join(
+            f"{k}: {' '.join(v)}" for k, v in errors.items()), extra={"errors": errors})
+
+
+@functools.cache
+def code_version() -> str:
+    """The code's git commit (or ``GAPLAB_CODE_VERSION``), recorded on every run."""
+    if settings.GAPLAB_CODE_VERSION:
+        return settings.GAPLAB_CODE_VERSION
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR,
+                             capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=settings.BASE_DIR, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return out.stdout.strip()[:40] + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_dir(run: TrainingRun) -> Path:
+    return settings.GAPLAB_ARTIFACT_ROOT / "runs" / str(run.pk)
+
+
+def _inputs_check(method: str, *, snapshot: Snapshot | None, campaign: Campaign | None,
+                  base_model: RegisteredModel | None,
+                  reward_models: list[RegisteredModel]) -> dict[str, list[str]]:
+    """What the method needs besides its config (``REQUIRES``, ``BASE_KINDS`` of its module)."""
+    module = method_module(method)
+    requires: frozenset[str] = getattr(module, "REQUIRES", frozenset())
+    given = {"snapshot": snapshot, "campaign": campaign, "base_model": base_model,
+             "reward_models": reward_models or None}
+    errors = {name: [f"{method} needs a {name.replace('_', ' ')}."]
+              for name in sorted(requires) if given[name] is None}
+    base_kinds = getattr(module, "BASE_KINDS", frozenset({ModelKind.POLICY}))
+    if base_model is not None and base_model.kind not in base_kinds:
+        errors["base_model"] = [f"{method} starts from a {' or '.join(sorted(base_kinds))} "
+                                f"model; #{base_model.pk} is a {base_model.kind}."]
+    bad = [m.pk for m in reward_models if m.kind != ModelKind.REWARD]
+    if bad:
+        errors["reward_models"] = [f"Not reward models: {', '.join(map(str, bad))}."]
+    return errors
+
+
+def _config_clean(method: str, config: Mapping[str, Any] | None) -> tuple[dict, dict]:
+    try:
+        return method_config_clean(method, dict(config or {})), {}
+    except ConfigError as exc:
+        return {}, exc.errors
+
+
+def run_create(*, method: str, config: Mapping[str, Any] | None = None,
+               snapshot: Snapshot | None = None, campaign: Campaign | None = None,
+               base_model: RegisteredModel | None = None,
+               reference_model: RegisteredModel | None = None,
+               reward_models: Iterable[RegisteredModel] = (), seed: int = 0, name: str = "",
+               sweep: Sweep | None = None, requested_by: AbstractBaseUser | None = None,
+               max_attempts: int = 3) -> TrainingRun:
+    """Validate and queue one run. Raises ``RunConfigError`` (every field error at once) and
+    then queues nothing; the task is published after commit through the outbox."""
+    reward_models = list(reward_models)
+    clean, errors = _config_clean(method, config)
+    if errors.get("method"):
+        raise RunConfigError(errors)
+    errors |= _inputs_check(method, snapshot=snapshot, campaign=campaign,
+                            base_model=base_model, reward_models=reward_models)
+    if reference_model is not None and reference_model.kind != ModelKind.POLICY:
+        errors["reference_model"] = [f"#{reference_model.pk} is not a policy."]
+    if errors:
+        raise RunConfigError(errors)
+    with transaction.atomic():
+        run = TrainingRun(method=method, config=clean, snapshot=snapshot, campaign=campaign,
+                          base_model=base_model, reference_model=reference_model, seed=seed,
+                          name=name[:200], sweep=sweep, requested_by=requested_by,
+                          max_attempts=max_attempts, code_version=code_version())
+        run.save()
+        run.reward_models.set(reward_models)
+        job_enqueue(run)
+    return run
+
+
+def _grid_points(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = sorted(grid)
+    return [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def sweep_create(*, method: str, grid: Mapping[str, list[Any]],
+                 config: Mapping[str, Any] | None = None, snapshot: Snapshot | None = None,
+                 campaign: Campaign | None = None, base_model: RegisteredModel | None = None,
+                 reference_model: RegisteredModel | None = None,
+                 reward_models: Iterable[RegisteredModel] = (), seed: int = 0, name: str = "",
+                 requested_by: AbstractBaseUser | None = None) -> Sweep:
+    """A sweep: one child run per point of ``grid`` ({field: [values]}; the key ``seed`` sets
+    the run's seed, as for a k-seed reward-model ensemble). All-or-nothing: any invalid point
+    raises ``RunConfigError`` naming it, and nothing is created."""
+    reward_models = list(reward_models)
+    errors: dict[str, list[str]] = {}
+    if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+        errors["grid"] = ["A grid is {field: [value, ...]} with at least one value each."]
+    points = [] if errors else _grid_points(grid)
+    if len(points) > 200:
+        errors["grid"] = [f"{len(points)} runs; a sweep has at most 200."]
+    for point in points:
+        cfg = {**dict(config or {}), **{k: v for k, v in point.items() if k != "seed"}}
+        _, point_errors = _config_clean(method, cfg)
+        for field, messages in point_errors.items():
+            errors.setdefault(field, []).extend(f"{m} (grid point {point})" for m in messages)
+    if errors:
+        raise RunConfigError(errors)
+    with transaction.atomic():
+        sweep = Sweep.objects.create(method=method, snapshot=snapshot, config=dict(config or {}),
+                                     grid=dict(grid), name=name[:200], created_by=requested_by)
+        for point in points:
+            label = ", ".join(f"{k}={v}" for k, v in point.items())
+            run_create(method=method, snapshot=snapshot, campaign=campaign,
+                       config={**dict(config or {}),
+                               **{k: v for k, v in point.items() if k != "seed"}},
+                       base_model=base_model, reference_model=reference_model,
+                       reward_models=reward_models, seed=int(point.get("seed", seed)),
+                       name=f"{sweep} [{label}]", sweep=sweep, requested_by=requested_by)
+    return sweep
+
+
+def run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Cancel a run: a queued one at once, a running one within a few steps (its reporter
+    sees the flag). A finished run cannot be cancelled (``ConflictError``)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status in TrainingRun.TERMINAL:
+            raise ConflictError(f"Run #{run.pk} already ended ({run.status}).")
+        run.cancel_requested = True
+        fields = ["cancel_requested"]
+        if run.status == JobStatus.QUEUED:
+            from django.utils import timezone
+
+            run.status, run.finished_at = JobStatus.CANCELLED, timezone.now()
+            run.error = "Cancelled before it started."
+            fields += ["status", "finished_at", "error"]
+        run.save(update_fields=fields)
+    return run
+
+
+def run_resume(*, run: TrainingRun) -> TrainingRun:
+    """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise ConflictError(f"Only a failed or cancelled run resumes; #{run.pk} is "
+                                f"{run.status}.")
+        run.cancel_requested = False
+        run.max_attempts = run.attempts + 3
+        run.finished_at = None
+        run.save(update_fields=["cancel_requested", "max_attempts", "finished_at"])
+        job_enqueue(run)
+    return run
+
+
+def model_ref(model: RegisteredModel | None) -> ModelRef | None:
+    if model is None:
+        return None
+    return ModelRef(id=model.pk, path=model.path, kind=model.kind, name=model.name,
+                    tokenizer_path=model.tokenizer.path if model.tokenizer_id else "")
+
+
+def _context(run: TrainingRun, reporter: RunReporter) -> RunContext:
+    resume = Path(run.last_checkpoint) if run.last_checkpoint else None
+    campaign = run.snapshot.campaign if run.snapshot_id else run.campaign
+    return RunContext(
+        config=method_module(run.method).Config(**run.config), output_dir=run_dir(run),
+        reporter=reporter, seed=run.seed, run_id=run.pk,
+        rows=snapshot_rows(run.snapshot) if run.snapshot_id else None,
+        base_model=model_ref(run.base_model), reference_model=model_ref(run.reference_model),
+        reward_models=[model_ref(m) for m in run.reward_models.order_by("pk")],
+        campaign_id=run.campaign_id,
+        resume_from=resume if resume is not None and resume.exists() else None,
+        true_reward=true_reward_for(campaign),
+    )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(paths: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file())
+        elif p.is_file():
+            out.append(p)
+    return out
+
+
+def _record_outputs(run: TrainingRun, result: MethodResult) -> list[int]:
+    """Register the run's models and artifacts; returns the registered model ids."""
+    root = run_dir(run)
+    ids = []
+    for produced in result.models:
+        model = RegisteredModel.objects.create(
+            name=produced.name[:200], kind=produced.kind, path=str(produced.path),
+            produced_by=run, architecture=str(produced.meta.get("architecture", ""))[:100],
+            parameters=produced.meta.get("parameters"), meta=produced.meta,
+            tokenizer=(run.base_model.tokenizer if run.base_model_id else None))
+        ids.append(model.pk)
+    seen = set(run.artifacts.values_list("name", flat=True))
+    artifacts = []
+    for f in _files([*result.artifacts, *(m.path for m in result.models)]):
+        name = str(f.relative_to(root)) if f.is_relative_to(root) else f.name
+        if name in seen:
+            continue
+        seen.add(name)
+        artifacts.append(RunArtifact(run=run, name=name[:200], path=str(f),
+                                     size=f.stat().st_size, sha256=_sha256(f)))
+    RunArtifact.objects.bulk_create(artifacts)
+    return ids
+
+
+def run_execute(*, run_id: int) -> TrainingRun | None:
+    """Run one attempt of a run in this worker (the ``training.run_execute`` task's body).
+
+    Idempotent under redelivery (``job_start``). An exception fails the run with its
+    traceback; a cancel seen by the reporter ends it cancelled; an attempt that lost ownership
+    to the reaper writes nothing more.
+    """
+    run = job_start(TrainingRun, job_id=run_id)
+    if run is None:
+        return None
+    reporter = RunReporter(run)
+    reporter.log(f"attempt {run.attempts} of {run.max_attempts} on {run.worker}")
+    try:
+        with job_heartbeat(run):
+            ctx = _context(run, reporter)
+            if ctx.resume_from is not None:
+                reporter.log(f"resuming from {ctx.resume_from}")
+            ctx.output_dir.mkdir(parents=True, exist_ok=True)
+            reporter.flush()
+            result = method_module(run.method).run(ctx)
+        reporter.flush()
+        if reporter.lost:
+            log.warning("run #%s: attempt %s lost ownership; its result is dropped",
+                        run.pk, run.attempts)
+            return run
+        metrics = {k: float(v) for k, v in result.metrics.items()}
+        if reporter.cancel_seen:
+            job_cancelled(run, reason=f"Cancelled at step {run.step}.", result=metrics)
+            return run
+        with transaction.atomic():
+            model_ids = _record_outputs(run, result)
+            job_succeed(run, result={**metrics, "registered_models": model_ids},
+                        output_dir=str(ctx.output_dir))
+    except Exception:
+        reason = traceback.format_exc()
+        log.exception("run #%s failed", run.pk)
+        reporter.log(reason.strip().splitlines()[-1])
+        reporter.flush()
+        job_fail(run, reason=reason[-5000:])
+    return run
+
+
+def model_register(*, name: str, kind: str, path: str | os.PathLike,
+                   tokenizer: RegisteredModel | None = None,
+                   meta: Mapping[str, Any] | None = None) -> RegisteredModel:
+    """Register a model folder built or imported outside a run (tiny models, a base policy)."""
+    meta = dict(meta or {})
+    if kind not in ModelKind.values:
+        raise ApplicationError(f"kind must be one of {', '.join(ModelKind.values)}.")
+    if not Path(path).exists():
+        raise ApplicationError(f"No model at {path}.")
+    return RegisteredModel.objects.create(
+        name=name[:200], kind=kind, path=str(path), tokenizer=tokenizer,
+        architecture=str(meta.get("architecture", ""))[:100],
+        parameters=meta.get("parameters"), meta=meta)
