@@ -195,6 +195,10 @@ class RunContext:
     campaign_id: int | None = None  # the campaign an AI judge labels
     resume_from: Path | None = None  # a checkpoint folder of an earlier attempt
     true_reward: RewardFunction | None = None  # a world's utility, when the snapshot has one
+    # The label noise ε the quality layer measured on the snapshot's campaign (judgment-weighted
+    # annotator error), or None: the default flip rate of noise-robust losses.
+    noise_epsilon: float | None = None
+    snapshot_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotation.errors import ApplicationError, ConflictError
-from annotation.models import Campaign, JobStatus, Snapshot
+from annotation.models import Campaign, CampaignQuality, JobStatus, Snapshot
 from annotation.services.jobs import (
     job_cancelled,
     job_enqueue,
@@ -223,7 +223,15 @@ def _context(run: TrainingRun, reporter: RunReporter) -> RunContext:
         campaign_id=run.campaign_id,
         resume_from=resume if resume is not None and resume.exists() else None,
         true_reward=true_reward_for(campaign),
+        noise_epsilon=_noise_epsilon(campaign), snapshot_id=run.snapshot_id,
     )
+
+
+def _noise_epsilon(campaign: Campaign | None) -> float | None:
+    if campaign is None:
+        return None
+    quality = CampaignQuality.objects.filter(campaign=campaign).first()
+    return quality.noise_epsilon if quality is not None else None
 
 
 def _sha256(path: Path) -> str:
