@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = ("Start the web server and a Celery worker (queues default and gpu) with beat (the "
-            "job reaper and the outbox relay); Ctrl-C stops both.")
+    help = ("Start the web server, a Celery worker on queue default with beat (the job reaper "
+            "and the outbox relay) and a worker on queue gpu (training); Ctrl-C stops all.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -20,8 +20,9 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options) -> None:
         python = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-        # The solo pool: training tasks run torch, and a forked pool can hang (ML-STACK.md).
-        # --beat runs the periodic job reaper and outbox relay in the worker process.
+        # Two workers, so a long training run never blocks quality recomputes and exports.
+        # The solo pool on gpu: training runs torch, and a forked pool can hang (ML-STACK.md).
+        # --beat runs the periodic job reaper and outbox relay in the default worker.
         from django.conf import settings
 
         schedule = str(settings.CELERY_BEAT_SCHEDULE_FILENAME)
@@ -29,8 +30,11 @@ class Command(BaseCommand):
             subprocess.Popen([python, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
                              env=env),
             subprocess.Popen([python, "-m", "celery", "-A", "config", "worker", "-Q",
-                              "default,gpu", "--pool", "solo", "--beat", "--schedule", schedule,
-                              "--loglevel", "INFO"], env=env),
+                              "default", "-n", "default@%h", "--pool", "solo", "--beat",
+                              "--schedule", schedule, "--loglevel", "INFO"], env=env),
+            subprocess.Popen([python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu",
+                              "-n", "gpu@%h", "--pool", "solo", "--loglevel", "INFO"],
+                             env={**env, "HF_HUB_DISABLE_TELEMETRY": "1"}),
         ]
         stopping = False
 
@@ -40,7 +44,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        self.stdout.write(f"Gaplab demo: http://{host}:{port}/  (Ctrl-C stops web and worker)",
+        self.stdout.write(f"Gaplab demo: http://{host}:{port}/  (Ctrl-C stops web and workers)",
                           ending="\n")
         self.stdout.flush()
         while not stopping and all(p.poll() is None for p in procs):
