@@ -183,6 +183,35 @@ def model_save(model: Any, tokenizer: Any, path: str | os.PathLike) -> dict[str,
     return model_meta(model)
 
 
+TINY_KINDS = ("tokenizer", "policy", "reward")
+
+
+def tiny_models_write(corpus: Sequence[str], root: str | os.PathLike, *, name: str,
+                      seed: int = 0, vocab_size: int = 1024, hidden: int = 128,
+                      layers: int = 2, heads: int = 4) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Train a tokenizer on ``corpus`` and build a tiny policy and reward model from it, saved
+    as ``root/<name>-tokenizer``, ``-policy`` and ``-reward``; return {kind: (folder, meta)}.
+
+    Every folder holds the tokenizer, so each loads on its own. No database: the service
+    ``training.services.models.tiny_models_build`` registers the folders, tests use them
+    directly. The same arguments write the same weights.
+    """
+    root = Path(root)
+    tokenizer = tokenizer_train(corpus, vocab_size=vocab_size)
+    sizes = {"hidden": hidden, "layers": layers, "heads": heads, "seed": seed}
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    path = root / f"{name}-tokenizer"
+    out["tokenizer"] = (str(path), {**model_save(None, tokenizer, path),
+                                    "vocab_size": len(tokenizer)})
+    path = root / f"{name}-policy"
+    out["policy"] = (str(path), {**model_save(tiny_policy_build(tokenizer, **sizes), tokenizer,
+                                              path), **sizes})
+    path = root / f"{name}-reward"
+    out["reward"] = (str(path), {**model_save(tiny_reward_build(tokenizer, **sizes), tokenizer,
+                                              path), **sizes, "trained": False})
+    return out
+
+
 def model_meta(model: Any) -> dict[str, Any]:
     if model is None:
         return {"architecture": "tokenizer", "parameters": None}
