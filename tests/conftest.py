@@ -5,6 +5,8 @@ import os
 import pytest
 from django.test import Client
 
+from tests.worker_support import broker  # noqa: F401 - a private redis-server for worker drills
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright beside live_server
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -124,3 +125,69 @@ def purge_queue(app, queue: str) -> None:
         channel = conn.default_channel
         channel.queue_declare(queue=queue, durable=True, auto_delete=False)
         channel.queue_purge(queue)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self, tmp_path):
+        self.port = _free_port()
+        self.dir = tmp_path
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def broker(tmp_path, settings):
+    """A private redis-server, and this test process publishing to it (not eagerly)."""
+    from config.celery import app
+
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    keys = ("broker_url", "broker_write_url", "broker_read_url", "broker_transport_options")
+    saved = {key: app.conf[key] for key in keys}
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    app.conf.task_always_eager = False
+    # The write and read URLs were resolved from the settings' URL: move all three.
+    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = redis.url
+    app.conf.broker_transport_options = {"visibility_timeout": 3900}
+    _drop_pools(app)
+    try:
+        yield redis
+    finally:
+        _drop_pools(app)
+        app.conf.update(saved)
+        redis.stop()
+
+
+def _drop_pools(app) -> None:
+    """Forget pooled broker connections so the next publish connects to the current URL."""
+    from kombu import pools
+
+    pools.reset()  # kombu's global producer pools hold on to the old connections
+    app._pool = None
+    app.amqp._producer_pool = None

@@ -234,7 +234,7 @@ def _noise_epsilon(campaign: Campaign | None) -> float | None:
     return quality.noise_epsilon if quality is not None else None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -272,7 +272,7 @@ def _record_outputs(run: TrainingRun, result: MethodResult) -> list[int]:
             continue
         seen.add(name)
         artifacts.append(RunArtifact(run=run, name=name[:200], path=str(f),
-                                     size=f.stat().st_size, sha256=_sha256(f)))
+                                     size=f.stat().st_size, sha256=file_sha256(f)))
     RunArtifact.objects.bulk_create(artifacts)
     return ids
 
