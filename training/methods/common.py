@@ -1,0 +1,359 @@
+"""What the policy methods (``sft``, ``dpo``, ``best_of_n``, ``rest``) share, kept in one place
+so a fix reaches all four: prompts and SFT examples from snapshot rows, reward-model ensemble
+scores, the trainer settings every run gets (seed, checkpoints, reports, resume), and the
+measurement of a policy against its reference.
+
+Measurement (DESIGN section 7, "trained policies"): on a fixed set of prompts (distinct snapshot
+prompts, chosen once with the run's seed), sample from the policy's own distribution
+(``modeling.sample``: top_k=0, top_p=1), estimate KL(π ‖ π₀) by Monte Carlo as the mean of
+log π(y|x) - log π₀(y|x) over the samples (``modeling.kl_monte_carlo``, nats per reply, with its
+standard error), and score the same kind of samples with the proxy r̂ (mean of the reward models)
+and, on a world, with the true utility r*. The same prompts and sampling seed are used at every
+measurement, so successive KL points share their random numbers and the curve is smooth.
+
+Ensembles (Coste et al. 2023, "Reward model ensembles help mitigate overoptimization", section
+3): a sample's score is the members' mean minus ``k`` times their standard deviation (k = 0: the
+mean; their UWO uses the variance, the standard deviation keeps the score in reward units), or
+the members' minimum (WCO). Members are assumed to share a scale (reward models of one snapshot
+trained with different seeds).
+
+Light at import (the web imports method modules to validate configs): torch, transformers, trl
+and ``training.modeling`` are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.methods.base import ModelRef, Reporter, RewardFunction, RunContext, opt
+
+Turns = list[dict[str, str]]
+
+ENSEMBLE_RULES = ("mean_minus_k_std", "min")
+
+
+# --- Config fields every trained policy has -------------------------------------------------
+
+
+@dataclass
+class MeasureFields:
+    """How a trained policy is measured against its reference (inherited by method configs)."""
+
+    kl_every: int = opt(50, "Optimizer steps between KL measurements during training (0 = only "
+                            "at the end).", min=0, max=100_000)
+    kl_prompts: int = opt(32, "Prompts in the fixed measurement set (distinct snapshot prompts, "
+                              "picked with the run's seed).", min=1, max=4096)
+    kl_samples: int = opt(4, "Replies sampled per measurement prompt, for the Monte Carlo KL "
+                             "(nats) and the mean rewards.", min=1, max=256)
+    max_new_tokens: int = opt(48, "Longest sampled reply, in tokens.", min=1, max=2048)
+    temperature: float = opt(1.0, "Sampling temperature of the policy (1 = its own distribution; "
+                                  "the KL is that of the tempered policy otherwise).",
+                             min=0.05, max=4.0)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A fixed measurement: prompts, samples per prompt, reply length, temperature, seed."""
+
+    prompts: list[Turns]
+    n_samples: int
+    max_new_tokens: int
+    temperature: float
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: MeasureFields, ctx: RunContext) -> Measure:
+        return cls(prompts=rows_prompts(ctx.rows or [], limit=config.kl_prompts, seed=ctx.seed),
+                   n_samples=config.kl_samples, max_new_tokens=config.max_new_tokens,
+                   temperature=config.temperature, seed=ctx.seed)
+
+
+# --- Data from snapshot rows ------------------------------------------------------------------
+
+
+def _key(turns: Any) -> str:
+    return json.dumps(turns, sort_keys=True, ensure_ascii=False)
+
+
+def rows_prompts(rows: Iterable[dict[str, Any]], *, limit: int | None = None,
+                 seed: int | None = None) -> list[Turns]:
+    """The rows' distinct prompts in first-seen order; with ``seed``, a seeded shuffle first;
+    at most ``limit`` of them."""
+    seen: dict[str, Turns] = {}
+    for row in rows:
+        seen.setdefault(_key(row["prompt"]), row["prompt"])
+    prompts = list(seen.values())
+    if seed is not None:
+        random.Random(seed).shuffle(prompts)
+    return prompts[:limit] if limit is not None else prompts
+
+
+def sft_examples(rows: Iterable[dict[str, Any]], *, targets: str,
+                 distinct: bool = True) -> list[dict[str, Turns]]:
+    """TRL's conversational prompt-completion examples: ``{"prompt": turns, "completion":
+    [assistant turn]}`` for each row's chosen reply and, with ``targets="both"``, its rejected
+    one. ``distinct`` keeps each (prompt, reply) once: a reply that sits in many comparisons
+    would otherwise weigh more (with ``chosen``, keeping repeats weighs a reply by its wins)."""
+    if targets not in ("both", "chosen"):
+        raise ValueError(f"targets must be 'both' or 'chosen', not {targets!r}.")
+    out, seen = [], set()
+    for row in rows:
+        for side in ("chosen", "rejected") if targets == "both" else ("chosen",):
+            example = {"prompt": row["prompt"], "completion": row[side]}
+            key = _key(example)
+            if distinct and key in seen:
+                continue
+            seen.add(key)
+            out.append(example)
+    return out
+
+
+def examples_from_texts(prompts: Sequence[Turns], texts: Sequence[str]) -> list[dict[str, Turns]]:
+    """Prompt-completion examples from sampled reply texts (ReST's kept samples)."""
+    return [{"prompt": p, "completion": [{"role": "assistant", "content": t}]}
+            for p, t in zip(prompts, texts, strict=True)]
+
+
+def jsonl_write(path: Path, records: Iterable[dict[str, Any]], *, append: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a" if append else "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def jsonl_read(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSONL file (a half-written last line, from a killed run, is
+    dropped)."""
+    out = []
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+# --- Scores ----------------------------------------------------------------------------------
+
+
+def ensemble_combine(per_member: Sequence[Sequence[float]], *, k: float = 0.0,
+                     rule: str = "mean_minus_k_std") -> list[float]:
+    """One score per sample from each member's scores (``per_member[m][i]``): the mean minus
+    ``k`` population standard deviations, or the minimum. One member: its own scores."""
+    if not per_member:
+        raise ValueError("An ensemble needs at least one member.")
+    if rule not in ENSEMBLE_RULES:
+        raise ValueError(f"rule must be one of {', '.join(ENSEMBLE_RULES)}.")
+    out = []
+    for values in zip(*per_member, strict=True):
+        if rule == "min":
+            out.append(float(min(values)))
+            continue
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        out.append(float(mean - k * std))
+    return out
+
+
+def mean_se(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and its standard error over the finite values (NaN, NaN when there are none)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not xs:
+        return math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, math.nan
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return mean, math.sqrt(var / len(xs))
+
+
+class RewardEnsemble:
+    """The run's reward models, loaded once; ``scores`` gives each member's scores."""
+
+    def __init__(self, refs: Sequence[ModelRef], *, device: Any = None) -> None:
+        from training.modeling import reward_load
+
+        self.members = [reward_load(ref, device=device) for ref in refs]
+
+    def __bool__(self) -> bool:
+        return bool(self.members)
+
+    def scores(self, prompts: Sequence[Turns], completions: Sequence[str]) -> list[list[float]]:
+        from training.modeling import reward_score
+
+        return [list(map(float, reward_score(model, tokenizer, list(prompts), list(completions))))
+                for model, tokenizer in self.members]
+
+
+# --- Models, trainers, resume -----------------------------------------------------------------
+
+
+def run_settings() -> tuple[int, int]:
+    """(report every N steps, checkpoint every N steps) from settings, or 5 and 50 outside
+    Django (a benchmark calling a method directly)."""
+    try:
+        from django.conf import settings
+
+        return (int(settings.GAPLAB_RUN_REPORT_EVERY), int(settings.GAPLAB_RUN_CHECKPOINT_EVERY))
+    except Exception:  # settings not configured: no Django in this process
+        return 5, 50
+
+
+def policy_load(ctx: RunContext) -> tuple[Any, Any]:
+    """The base policy (trainable) and its tokenizer, seeded first."""
+    from transformers import set_seed
+
+    from training.modeling import device_choice
+    from training.modeling import policy_load as load
+
+    if ctx.base_model is None:
+        raise ValueError("This method needs a base model.")
+    set_seed(ctx.seed)
+    return load(ctx.base_model, device=device_choice().device)
+
+
+def reference_load(ctx: RunContext) -> Any:
+    """π₀, frozen, as its own copy in memory: the run's reference model, else a second load of
+    the base (never ``ref_model=None``, which makes TRL reload from ``config._name_or_path``;
+    ML-STACK "reference-model trap")."""
+    from training.modeling import device_choice
+    from training.modeling import policy_load as load
+
+    ref = ctx.reference_model or ctx.base_model
+    if ref is None:
+        raise ValueError("This method needs a base model.")
+    model, _ = load(ref, device=device_choice().device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def training_args(ctx: RunContext, *, output_dir: Path, max_steps: int, batch_size: int,
+                  learning_rate: float, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for any TRL config: the device's settings (``modeling``), the run's seed,
+    a checkpoint every ``GAPLAB_RUN_CHECKPOINT_EVERY`` steps under ``output_dir``, a log line
+    every ``GAPLAB_RUN_REPORT_EVERY`` steps."""
+    from training.modeling import trainer_kwargs
+
+    report_every, checkpoint_every = run_settings()
+    return {**trainer_kwargs(), "output_dir": str(output_dir), "max_steps": max_steps,
+            "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
+            "seed": ctx.seed, "data_seed": ctx.seed, "save_strategy": "steps",
+            "save_steps": checkpoint_every, "save_total_limit": 2,
+            "logging_steps": report_every, **extra}
+
+
+def resume_checkpoint(ctx: RunContext, under: Path) -> str | None:
+    """The earlier attempt's checkpoint to resume from, when it is a folder inside ``under``
+    (a ReST round resumes only its own trainer's checkpoint)."""
+    if ctx.resume_from is None:
+        return None
+    path = Path(ctx.resume_from)
+    if path.is_dir() and path.resolve().is_relative_to(Path(under).resolve()):
+        return str(path)
+    return None
+
+
+def trainer_callbacks(ctx: RunContext, *, measure: Measure | None = None, reference: Any = None,
+                      tokenizer: Any = None, kl_every: int = 0, step_offset: int = 0,
+                      total: int | None = None) -> list[Any]:
+    """The run's ReporterCallback and, with ``kl_every`` > 0, a KL-to-reference measurement
+    every ``kl_every`` steps (metrics ``kl`` and ``kl_se``, nats)."""
+    from training.callbacks import ReporterCallback
+
+    report_every, _ = run_settings()
+    callbacks = [ReporterCallback(ctx.reporter, every=report_every, step_offset=step_offset,
+                                  total_override=total)]
+    if kl_every > 0 and measure is not None and measure.prompts:
+        callbacks.append(_kl_callback(ctx.reporter, measure=measure, reference=reference,
+                                      tokenizer=tokenizer, every=kl_every,
+                                      step_offset=step_offset))
+    return callbacks
+
+
+def _kl_callback(reporter: Reporter, *, measure: Measure, reference: Any, tokenizer: Any,
+                 every: int, step_offset: int) -> Any:
+    from transformers import TrainerCallback
+
+    class KLCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0 and not control.should_training_stop:
+                kl, se = policy_kl(model, reference, tokenizer, measure)
+                reporter.metrics(step_offset + state.global_step, {"kl": kl, "kl_se": se})
+            return control
+
+    return KLCallback()
+
+
+def policy_kl(policy: Any, reference: Any, tokenizer: Any, measure: Measure) -> tuple[float, float]:
+    """Monte Carlo KL(π ‖ π₀) in nats per reply and its standard error, on ``measure``. The
+    policy is put in eval mode for the estimate (no dropout) and back after."""
+    import torch
+
+    from training.modeling import kl_monte_carlo
+
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.no_grad():
+            kl, se = kl_monte_carlo(policy, reference, tokenizer, measure.prompts,
+                                    n_samples=measure.n_samples,
+                                    max_new_tokens=measure.max_new_tokens,
+                                    temperature=measure.temperature, seed=measure.seed)
+    finally:
+        policy.train(was_training)
+    return float(kl), float(se)
+
+
+def samples_score(prompts: Sequence[Turns], completions: Sequence[str], *,
+                  ensemble: RewardEnsemble | None, true_reward: RewardFunction | None
+                  ) -> dict[str, list[float]]:
+    """Each sample's proxy r̂ (members' mean) and per-member scores, and its r* on a world."""
+    out: dict[str, Any] = {}
+    if ensemble:
+        per_member = ensemble.scores(prompts, completions)
+        out["per_member"] = per_member
+        out["reward_proxy"] = ensemble_combine(per_member, k=0.0)
+    if true_reward is not None:
+        out["reward_true"] = [float(v) for v in true_reward(list(prompts), list(completions))]
+    return out
+
+
+def policy_measure(policy: Any, reference: Any, tokenizer: Any, measure: Measure, *,
+                   ensemble: RewardEnsemble | None = None,
+                   true_reward: RewardFunction | None = None) -> dict[str, float]:
+    """A policy's final numbers: ``kl`` / ``kl_se`` (nats), ``reward_proxy`` (mean r̂ of its
+    samples, with ``reward_proxy_se``) when reward models are given, ``reward_true`` (mean r*,
+    ``reward_true_se``) on a world, and ``reply_words`` (mean words per reply, the length
+    reward hacking inflates)."""
+    from training.modeling import sample
+
+    if not measure.prompts:
+        return {}
+    kl, se = policy_kl(policy, reference, tokenizer, measure)
+    out = {"kl": kl, "kl_se": se}
+    was_training = policy.training
+    policy.eval()
+    try:
+        texts = sample(policy, tokenizer, measure.prompts, n=measure.n_samples,
+                       max_new_tokens=measure.max_new_tokens, temperature=measure.temperature,
+                       seed=measure.seed + 1)
+    finally:
+        policy.train(was_training)
+    prompts = [p for p, group in zip(measure.prompts, texts, strict=True) for _ in group]
+    completions = [t for group in texts for t in group]
+    out["reply_words"] = mean_se(len(t.split()) for t in completions)[0]
+    scored = samples_score(prompts, completions, ensemble=ensemble, true_reward=true_reward)
+    for name in ("reward_proxy", "reward_true"):
+        if name in scored:
+            out[name], out[f"{name}_se"] = mean_se(scored[name])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
