@@ -8,6 +8,7 @@ User accounts are administered in ``annotation.admin_accounts``.
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -35,13 +36,20 @@ from annotation.services.imports import comparisons_import_file
 admin_accounts.register(admin.site)
 
 
+class SnapshotCreateForm(forms.Form):
+    """The campaign list's "Create snapshot": the aggregation method and whose judgments."""
+
+    method = forms.ChoiceField(choices=Snapshot.Method.choices)
+    sources = forms.ChoiceField(choices=PreferenceExport.Sources.choices, initial="all")
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     list_display = ["name", "title", "overlap", "calibration_rate", "accuracy_threshold",
                     "is_active", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "title"]
-    actions = ["export_preferences"]
+    actions = ["export_preferences", "create_snapshot"]
     change_list_template = "admin/annotation/campaign/change_list.html"
 
     def get_readonly_fields(self, request, obj=None):
@@ -93,6 +101,33 @@ class CampaignAdmin(admin.ModelAdmin):
             preference_export_create(campaign=campaign, fmt=PreferenceExport.Format.JSONL,
                                      requested_by=request.user)
         self.message_user(request, f"Queued {queryset.count()} export(s).", messages.SUCCESS)
+
+    @admin.action(description="Create snapshot", permissions=["add_snapshot"])
+    def create_snapshot(self, request, queryset):
+        """Aggregate each selected campaign into a snapshot (``snapshot_create``), after a page
+        that picks the aggregation method and whose judgments count."""
+        from annotation.services.snapshots import snapshot_create
+
+        form = SnapshotCreateForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            for campaign in queryset:
+                try:
+                    snapshot = snapshot_create(campaign=campaign, method=data["method"],
+                                               sources=data["sources"], created_by=request.user)
+                except ApplicationError as exc:
+                    self.message_user(request, f"{campaign}: {exc.message}", messages.ERROR)
+                else:
+                    self.message_user(request, f"{campaign}: snapshot #{snapshot.pk} "
+                                      f"({snapshot.row_count} rows).", messages.SUCCESS)
+            return None
+        return render(request, "admin/annotation/campaign/snapshot.html", {
+            **self.admin_site.each_context(request), "title": "Create snapshot", "form": form,
+            "campaigns": queryset, "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME})
+
+    def has_add_snapshot_permission(self, request) -> bool:
+        return request.user.has_perm("annotation.add_snapshot")
 
 
 class ResponseInline(admin.TabularInline):

@@ -54,11 +54,34 @@ MATRIX = [
     ("get", "/quality/campaigns/{c}/annotators/annotator/", [LOGIN, 403, 200, 200, 403]),
     ("post", "/quality/campaigns/{c}/annotators/nobody/unpause/", [LOGIN, 403, 404, 403, 403]),
     ("post", "/quality/campaigns/{c}/alerts/0/acknowledge/", [LOGIN, 403, 404, 403, 403]),
+    # Training: researchers and admins; {r} is a run that has ended (so cancel is a 409),
+    # {a} one of its artifacts, {s} a sweep.
+    ("get", "/admin/training/trainingrun/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),
+    ("get", "/admin/training/trainingrun/add/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200,
+                                                 ADMIN_LOGIN]),
+    ("get", "/admin/training/registeredmodel/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200,
+                                                 ADMIN_LOGIN]),
+    ("get", "/training/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/training/runs/{r}/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/training/runs/{r}/metrics/", [LOGIN, 403, 200, 200, 403]),
+    ("post", "/training/runs/{r}/cancel/", [LOGIN, 403, 409, 409, 403]),
+    ("get", "/training/runs/{r}/artifacts/{a}/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/training/sweeps/{s}/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/api/v1/training/runs/", [401, 403, 200, 200, 403]),
+    ("post", "/api/v1/training/runs/", [401, 403, 400, 400, 403]),
+    ("get", "/api/v1/training/runs/{r}/", [401, 403, 200, 200, 403]),
+    ("get", "/api/v1/training/runs/{r}/metrics/", [401, 403, 200, 200, 403]),
+    ("post", "/api/v1/training/runs/{r}/cancel/", [401, 403, 409, 409, 403]),
+    ("post", "/api/v1/training/sweeps/", [401, 403, 400, 400, 403]),
+    ("get", "/api/v1/training/sweeps/{s}/", [401, 403, 200, 200, 403]),
 ]
 
 
 @pytest.fixture
-def world(cast, tmp_path):
+def world(cast, tmp_path, settings):
+    from training.models import RunArtifact, Sweep, TrainingRun
+    from training.services.runs import run_create
+
     campaign = CampaignFactory()
     ComparisonFactory.create_batch(3, campaign=campaign)
     path = tmp_path / "export.jsonl"
@@ -66,7 +89,14 @@ def world(cast, tmp_path):
     export = PreferenceExport.objects.create(
         campaign=campaign, status=PreferenceExport.Status.SUCCEEDED, path=str(path)
     )
-    return {"c": campaign.pk, "e": export.pk}
+    run = run_create(method="ai_judge", campaign=campaign)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED)
+    settings.GAPLAB_ARTIFACT_ROOT = tmp_path
+    (tmp_path / "labels.jsonl").write_text("{}\n")
+    artifact = RunArtifact.objects.create(run=run, name="labels.jsonl", size=3, sha256="0",
+                                          path=str(tmp_path / "labels.jsonl"))
+    sweep = Sweep.objects.create(method="sft", grid={"seed": [0]})
+    return {"c": campaign.pk, "e": export.pk, "r": run.pk, "a": artifact.pk, "s": sweep.pk}
 
 
 def _client(cast, role: str) -> Client:
