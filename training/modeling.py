@@ -357,7 +357,9 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Turns], *, n: int,
            batch_size: int = 32) -> list[list[str]]:
     """``n`` replies per prompt drawn from the model's own distribution at ``temperature``
     (``top_k=0``, ``top_p=1``; ``temperature <= 0`` is greedy). Only the new tokens are decoded,
-    special tokens skipped. The same seed, model and prompts give the same replies."""
+    special tokens skipped. The same seed, model, prompts and ``batch_size`` give the same
+    replies (one random stream runs through the batches, so another batch size draws others);
+    the caller's random state is left as it was."""
     model.eval()
     result: list[list[str]] = []
     with _seeded(seed):
