@@ -331,13 +331,14 @@ def _generate_ids(model: Any, tokenizer: Any, prompts: Sequence[Turns], *, n: in
                   max_new_tokens: int, temperature: float, batch_size: int
                   ) -> Iterator[tuple[int, Any, Any, int]]:
     """Yield (first prompt index, sequences [b*n, L], attention mask of the prompt part, prompt
-    length) per batch, sampled from the model's own distribution."""
+    length) per generate call of about ``batch_size`` sequences (at least one prompt's ``n``),
+    sampled from the model's own distribution."""
     import torch
 
     device = _device_of(model)
     texts = [prompt_text(tokenizer, p) for p in prompts]
     greedy = temperature <= 0
-    for part in _chunks(len(texts), batch_size):
+    for part in _chunks(len(texts), max(1, batch_size // max(n, 1))):
         with _padding(tokenizer, "left"):
             enc = tokenizer(texts[part], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(device)
@@ -354,12 +355,12 @@ def _generate_ids(model: Any, tokenizer: Any, prompts: Sequence[Turns], *, n: in
 
 def sample(model: Any, tokenizer: Any, prompts: Sequence[Turns], *, n: int,
            max_new_tokens: int, temperature: float, seed: int,
-           batch_size: int = 32) -> list[list[str]]:
+           batch_size: int = 256) -> list[list[str]]:
     """``n`` replies per prompt drawn from the model's own distribution at ``temperature``
     (``top_k=0``, ``top_p=1``; ``temperature <= 0`` is greedy). Only the new tokens are decoded,
     special tokens skipped. The same seed, model, prompts and ``batch_size`` give the same
     replies (one random stream runs through the batches, so another batch size draws others);
-    the caller's random state is left as it was."""
+    the caller's random state is left as it was. ``batch_size``: sequences per generate call."""
     model.eval()
     result: list[list[str]] = []
     with _seeded(seed):
@@ -376,27 +377,39 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Turns], *, n: int,
 
 def _completion_logprobs(model: Any, input_ids: Any, attention_mask: Any, completion_mask: Any,
                          temperature: float = 1.0) -> Any:
-    """Per-sequence sum of log p(token | prefix) over the positions in ``completion_mask``."""
+    """Per-sequence sum of log p(token | prefix) over the positions in ``completion_mask``.
+
+    Rows are left-padded, so every completion token lies in the last ``k`` positions and only
+    those logits are computed (``logits_to_keep``): a 49k-token vocabulary over whole prompts
+    would cost gigabytes at batch 256.
+    """
     import torch
 
-    # Position ids from the mask so left-padded rows see the same positions as unpadded ones.
+    cols = completion_mask.any(0).nonzero()
+    if cols.numel() == 0:
+        return torch.zeros(input_ids.shape[0], device=input_ids.device)
+    keep = input_ids.shape[1] - int(cols[0]) + 1  # the first completion token's predictor on
+    # Position ids from the mask so left-padded rows see the positions unpadded ones would.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids).logits[:, :-1].float()
+                   position_ids=position_ids, logits_to_keep=keep).logits[:, :-1].float()
     if temperature != 1.0:
         logits = logits / temperature
-    logp = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return (logp * completion_mask[:, 1:]).sum(-1)
+    targets = input_ids[:, -keep + 1:]
+    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, -1)
+    mask = completion_mask[:, -keep + 1:].bool()
+    # where, not a product: a fully padded query row can hold NaN.
+    return torch.where(mask, logp, torch.zeros_like(logp)).sum(-1)
 
 
 def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Turns],
                       completions: Sequence[str], *, add_eos: bool = True,
-                      batch_size: int = 32) -> torch.Tensor:
+                      batch_size: int = 64) -> torch.Tensor:
     """Sum of log-probabilities (nats) of each completion's tokens given its prompt, on CPU.
 
     Prompt and completion are tokenized apart and concatenated (no merge across the boundary);
     ``add_eos`` appends the end-of-sequence token, so a finished reply is scored with its end.
-    No gradient.
+    ``batch_size`` sequences per forward pass; no gradient.
     """
     import torch
 
@@ -411,17 +424,18 @@ def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Turns],
         rows.append((p_ids, c_ids))
     out = []
     model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.no_grad():
         for part in _chunks(len(rows), batch_size):
             batch = rows[part]
             width = max(len(p) + len(c) for p, c in batch)
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
             attn = torch.zeros_like(ids)
-            comp = torch.zeros_like(ids, dtype=torch.float32)
-            for i, (p, c) in enumerate(batch):
-                ids[i, :len(p) + len(c)] = torch.tensor(p + c)
-                attn[i, :len(p) + len(c)] = 1
-                comp[i, len(p):len(p) + len(c)] = 1.0
+            comp = torch.zeros_like(ids, dtype=torch.bool)
+            for i, (p, c) in enumerate(batch):  # left padding
+                ids[i, width - len(p) - len(c):] = torch.tensor(p + c)
+                attn[i, width - len(p) - len(c):] = 1
+                comp[i, width - len(c):] = True
             out.append(_completion_logprobs(model, ids.to(device), attn.to(device),
                                             comp.to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0)
@@ -429,7 +443,7 @@ def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Turns],
 
 def kl_monte_carlo(policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[Turns], *,
                    n_samples: int, max_new_tokens: int, temperature: float = 1.0, seed: int,
-                   batch_size: int = 32) -> tuple[float, float]:
+                   batch_size: int = 256) -> tuple[float, float]:
     """KL(π ‖ π₀) in nats per prompt, estimated from ``n_samples`` replies per prompt drawn from
     ``policy``: the mean over samples of log π(y|x) - log π₀(y|x), summed over generated tokens
     (the end token included, padding after it excluded); returns (kl, standard error), the
@@ -455,9 +469,9 @@ def kl_monte_carlo(policy: Any, reference: Any, tokenizer: Any, prompts: Sequenc
             # Generated tokens up to and including the first end token.
             is_eos = (new == tokenizer.eos_token_id).int()
             after_eos = (is_eos.cumsum(-1) - is_eos) > 0
-            comp = (~after_eos).float()
+            comp = ~after_eos
             attn = torch.cat([prompt_mask, comp.long()], dim=1)
-            cmask = torch.cat([torch.zeros_like(prompt_mask, dtype=torch.float32), comp], dim=1)
+            cmask = torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), comp], dim=1)
             with torch.no_grad():
                 lp = _completion_logprobs(policy, seqs, attn, cmask, temperature)
                 lq = _completion_logprobs(reference, seqs.to(ref_device), attn.to(ref_device),
