@@ -131,3 +131,15 @@ def test_an_api_url_that_matches_no_route_answers_json(researcher_api):
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": "Not found."}
+
+
+def test_training_endpoints_are_documented(schema):
+    paths = schema["paths"]
+    assert {"/api/v1/training/runs/", "/api/v1/training/runs/{run_id}/",
+            "/api/v1/training/runs/{run_id}/metrics/", "/api/v1/training/runs/{run_id}/cancel/",
+            "/api/v1/training/sweeps/", "/api/v1/training/sweeps/{sweep_id}/"} <= set(paths)
+    create = paths["/api/v1/training/runs/"]["post"]["responses"]
+    assert {"201", "400", "401", "403"} <= set(create)
+    assert "409" in paths["/api/v1/training/runs/{run_id}/cancel/"]["post"]["responses"]
+    metrics = paths["/api/v1/training/runs/{run_id}/metrics/"]["get"]
+    assert {"name", "after_step", "limit", "offset"} <= {p["name"] for p in metrics["parameters"]}

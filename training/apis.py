@@ -111,7 +111,8 @@ class TrainingRunCollectionApi(APIView):
 
     @extend_schema(parameters=[FilterSerializer], responses=_RunOutputSerializer(many=True))
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict: DRF reads ?status= from a QueryDict as absent, the schema as invalid.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         runs = sr.run_list(**filters.validated_data).prefetch_related("reward_models")
         paginator = self.pagination_class()
@@ -159,7 +160,8 @@ class TrainingRunMetricsApi(APIView):
     @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer(many=True))
     def get(self, request, run_id: int):
         run = get_object_or_404(TrainingRun, pk=run_id)
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict: DRF reads ?status= from a QueryDict as absent, the schema as invalid.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         rows = sr.run_metric_list(run=run, **filters.validated_data)
         paginator = self.pagination_class()
