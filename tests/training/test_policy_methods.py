@@ -262,14 +262,14 @@ def test_rest_runs_two_rounds_with_metrics_per_round(world, tmp_path):
 
 def test_a_killed_sft_run_resumes_from_its_checkpoint(world, tmp_path):
     """The second attempt starts at the recorded checkpoint's step, not at 0."""
-    config = {"max_steps": 4, "batch_size": 4, "kl_every": 0, **SMALL}
-    with override_settings(GAPLAB_RUN_REPORT_EVERY=1, GAPLAB_RUN_CHECKPOINT_EVERY=2):
+    config = {"max_steps": 2, "batch_size": 4, "kl_every": 0, **SMALL, "kl_prompts": 2}
+    with override_settings(GAPLAB_RUN_REPORT_EVERY=1, GAPLAB_RUN_CHECKPOINT_EVERY=1):
         first = _ctx(sft, world, config, tmp_path)
         sft.run(first)
         checkpoint = Path(first.reporter.checkpoints[0])
-        assert checkpoint.name == "checkpoint-2"
-        shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-4")  # killed before step 4's save
+        assert checkpoint.name == "checkpoint-1"
+        shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-2")  # killed before step 2's save
         second = _ctx(sft, world, config, tmp_path, resume_from=checkpoint)
         result = sft.run(second)
-    assert [step for step, _ in _named(second.reporter, "loss")] == [3, 4]
-    assert result.metrics["steps"] == 4 and result.models
+    assert [step for step, _ in _named(second.reporter, "loss")] == [2]
+    assert result.metrics["steps"] == 2 and result.models

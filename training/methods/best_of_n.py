@@ -89,6 +89,8 @@ def run(ctx: RunContext) -> MethodResult:
         jsonl_write(path, [])
     policy, tokenizer = policy_load(ctx)
     ensemble = RewardEnsemble(ctx.reward_models)
+    if not ensemble:
+        raise ValueError("best_of_n needs at least one reward model.")
     ctx.reporter.progress(done, len(batches))
     for b in range(done, len(batches)):
         if ctx.reporter.cancelled():

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.methods.base import MethodResult, ModelRef, ProducedModel, RunContext, opt
+from training.methods.base import (
+    ConfigError,
+    MethodResult,
+    ModelRef,
+    ProducedModel,
+    RunContext,
+    opt,
+)
 from training.methods.common import (
     ENSEMBLE_RULES,
     Measure,
@@ -93,8 +100,6 @@ class Config(MeasureFields):
                           max=32_768)
 
     def __post_init__(self) -> None:
-        from training.methods.base import ConfigError
-
         if self.threshold_mode == "quantile" and not 0.0 <= self.threshold < 1.0:
             raise ConfigError({"threshold": ["A quantile threshold lies in [0, 1)."]})
 
@@ -121,6 +126,8 @@ def run(ctx: RunContext) -> MethodResult:
     policy, tokenizer = policy_load(ctx)
     reference = reference_load(ctx)
     ensemble = RewardEnsemble(ctx.reward_models)
+    if not ensemble:
+        raise ValueError("rest needs at least one reward model.")
     measure = Measure.from_config(cfg, ctx)
     total = cfg.rounds * cfg.steps_per_round
     metrics: dict[str, float] = {}
