@@ -350,3 +350,14 @@ def test_smollm2_imports_as_a_plain_chat_policy(tmp_path):
     assert "17 plus 25" in prompt_text(tok, turns)
     replies = sample(policy, tok, [turns], n=2, max_new_tokens=8, temperature=0.7, seed=0)[0]
     assert all(r.strip() for r in replies)
+
+
+def test_tiny_registered_rows_resolve_to_loadable_refs(tiny_registered):
+    """The shared DB fixture: policy and reward point at the tokenizer row and load."""
+    from training.services.runs import model_ref
+
+    ref = model_ref(tiny_registered["policy"])
+    assert ref.tokenizer_path == tiny_registered["tokenizer"].path
+    model, tok = policy_load(ref)
+    assert model.config.vocab_size == len(tok)
+    assert tiny_registered["reward"].tokenizer_id == tiny_registered["tokenizer"].pk
