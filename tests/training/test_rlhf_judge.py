@@ -39,7 +39,7 @@ def sharp_reward(tiny_models, tmp_path_factory) -> ModelRef:
 def _rlhf(tiny_models, reward: ModelRef, out: Path, **config) -> tuple[dict, NullReporter]:
     cfg = config_build(rlhf.Config, {
         "learning_rate": 3e-3, "max_steps": 4, "num_generations": 4, "batch_size": 8,
-        "max_new_tokens": 8, "kl_prompts": 8, "kl_samples": 4, **config})
+        "max_new_tokens": 8, "kl_prompts": 4, "kl_samples": 4, **config})
     reporter = NullReporter()
     result = rlhf.run(RunContext(
         config=cfg, output_dir=out, reporter=reporter, seed=0,
@@ -61,7 +61,7 @@ def test_rlhf_records_kl_to_the_reference_and_penalizes_only_with_a_coefficient(
     free, free_rep = _rlhf(tiny_models, sharp_reward, tmp_path / "free", kl_coef=0.0,
                            kl_every=2)
     tight, tight_rep = _rlhf(tiny_models, sharp_reward, tmp_path / "tight", kl_coef=20.0,
-                             kl_every=0)
+                             kl_every=0, max_steps=2)
 
     during = [(step, row) for step, row in free_rep.rows if "kl" in row and step == 2]
     assert during and during[0][1]["kl"] > 0 and during[0][1]["kl_se"] > 0
@@ -69,38 +69,51 @@ def test_rlhf_records_kl_to_the_reference_and_penalizes_only_with_a_coefficient(
     assert {"loss", "reward", "rewards/reward_proxy/mean"} <= logged
     assert "kl_per_token" not in logged
     assert any("kl_per_token" in row for _, row in tight_rep.rows)
-    for result in (free, tight):
+    for result, steps in ((free, 4), (tight, 2)):
         m = result.metrics
-        assert m["steps"] == 4 and m["kl"] > 0 and m["kl_se"] > 0
+        assert m["steps"] == steps and m["kl"] > 0 and m["kl_se"] > 0
         assert "reward_proxy" in m and "reward_true" not in m  # no world utility given
         (policy,) = result.models
         assert policy.kind == "policy" and (policy.path / "config.json").exists()
 
 
-def test_rlhf_builds_its_reference_from_the_reference_folder_and_scores_r_star(
-        tiny_models, sharp_reward, tmp_path):
+def test_rlhf_builds_its_reference_from_the_reference_folder_scores_r_star_and_resumes(
+        tiny_models, sharp_reward, tmp_path, settings):
     """The trap: TRL reloads its reference from ``config._name_or_path``. A run whose reference
-    model is another folder than its base gets that folder as π₀ (a base copied elsewhere, so
-    KL stays finite), and a world's utility is reported as ``reward_true``."""
+    model is another folder than its base gets that folder as π₀ (checked inside the run; the
+    base copied elsewhere, so KL stays finite), and a world's utility is reported as
+    ``reward_true``. A second attempt resumes from the first one's checkpoint."""
     import shutil
 
+    settings.GAPLAB_RUN_CHECKPOINT_EVERY = 2
+    settings.GAPLAB_RUN_REPORT_EVERY = 1
     base_copy = tmp_path / "base-copy"
     shutil.copytree(tiny_models.policy_path, base_copy)
     reference = ModelRef(id=None, path=str(base_copy), kind="policy",
                          tokenizer_path=tiny_models.tokenizer_path)
-    cfg = config_build(rlhf.Config, {"learning_rate": 1e-3, "max_steps": 2, "kl_coef": 0.1,
-                                     "num_generations": 2, "batch_size": 4,
-                                     "max_new_tokens": 6, "kl_prompts": 4, "kl_samples": 2,
-                                     "kl_every": 0})
-    reporter = NullReporter()
-    result = rlhf.run(RunContext(
-        config=cfg, output_dir=tmp_path / "out", reporter=reporter, seed=1,
-        rows=[{"prompt": p} for p in tiny_models.prompts[:4]],
-        base_model=tiny_models.policy_ref, reference_model=reference,
-        reward_models=[sharp_reward, sharp_reward],
-        true_reward=lambda prompts, completions: [-float(len(c)) for c in completions]))
-    assert result.models[0].meta["reference"] == str(base_copy)
-    assert "reward_true" in result.metrics and result.metrics["reward_true"] <= 0
+
+    def attempt(max_steps: int, resume_from: Path | None) -> tuple[object, NullReporter]:
+        cfg = config_build(rlhf.Config, {
+            "learning_rate": 1e-3, "max_steps": max_steps, "kl_coef": 0.1,
+            "num_generations": 2, "batch_size": 4, "max_new_tokens": 6, "kl_prompts": 4,
+            "kl_samples": 2, "kl_every": 0})
+        reporter = NullReporter()
+        result = rlhf.run(RunContext(
+            config=cfg, output_dir=tmp_path / "out", reporter=reporter, seed=1,
+            rows=[{"prompt": p} for p in tiny_models.prompts[:4]],
+            base_model=tiny_models.policy_ref, reference_model=reference,
+            reward_models=[sharp_reward, sharp_reward], resume_from=resume_from,
+            true_reward=lambda prompts, completions: [-float(len(c)) for c in completions]))
+        return result, reporter
+
+    first, reporter = attempt(2, None)
+    assert first.models[0].meta["reference"] == str(base_copy)
+    assert "reward_true" in first.metrics and first.metrics["reward_true"] <= 0
+    assert reporter.checkpoints and reporter.checkpoints[-1].endswith("checkpoint-2")
+    second, reporter = attempt(3, Path(reporter.checkpoints[-1]))
+    assert second.metrics["steps"] == 3
+    # Only the step after the checkpoint was trained again.
+    assert [step for step, row in reporter.rows if "loss" in row] == [3]
 
 
 def test_rlhf_config_needs_whole_groups_per_step():
@@ -119,11 +132,11 @@ PRINCIPLES = "Give the correct number.\nBe concise.\n"
 
 @pytest.fixture
 def world_campaign(db) -> Campaign:
-    """An arithmetic campaign (12 prompts, 24 regular items, 8 gold items) that one simulated
+    """An arithmetic campaign (8 prompts, 16 regular items, 5 gold items) that one simulated
     expert has judged in full; overlap 2 leaves one slot per item for the judge."""
     from evaluation.services import simulate_campaign, world_campaign_create
 
-    campaign = world_campaign_create(world_name="arithmetic", name="judge-me", n_prompts=12,
+    campaign = world_campaign_create(world_name="arithmetic", name="judge-me", n_prompts=8,
                                      seed=3, overlap=2, calibration_rate=0.3,
                                      accuracy_threshold=0.0)
     Campaign.objects.filter(pk=campaign.pk).update(reshow_rate=0.0, principles=PRINCIPLES)
@@ -252,3 +265,20 @@ def test_endpoint_judge_asks_both_orders_and_a_slot_biased_judge_only_ties(
     assert {s["auth"] for s in _AlwaysA.seen} == {"Bearer sekrit"}
     assert {s["body"]["model"] for s in _AlwaysA.seen} == {"judge-1"}
     assert "Give the correct number." in _AlwaysA.seen[0]["body"]["messages"][0]["content"]
+
+
+def test_judge_run_through_the_run_service_names_its_reward_model(world_campaign,
+                                                                   tiny_registered):
+    """As a queued run: the campaign and the registered reward model reach the method, the
+    judge's account is named after the model's id, and the run stores its metrics."""
+    from annotation.models import JobStatus
+    from training.models import RunMetric
+    from training.services.runs import run_create, run_execute
+
+    run = run_create(method="ai_judge", campaign=world_campaign,
+                     reward_models=[tiny_registered["reward"]], config={"max_items": 5})
+    run = run_execute(run_id=run.pk)
+    assert run.status == JobStatus.SUCCEEDED, run.error
+    username = f"ai-judge-reward_model-{tiny_registered['reward'].pk}"
+    assert Judgment.objects.filter(annotator__username=username).count() == 5
+    assert RunMetric.objects.filter(run=run, name="n_judged").latest("id").value == 5

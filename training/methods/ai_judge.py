@@ -74,9 +74,9 @@ class Config:
     tie_margin: float = opt(0.0, "Answer tie when |margin| is at most this (nats of "
                             "log-odds; reward units for reward_model); 0 = only exact ties.",
                             min=0.0)
-    max_length: int = opt(1024, "Longest judge prompt kept for causal_lm, in tokens; longer "
-                          "prompts keep their end (the replies and the question).", min=16,
-                          max=131072)
+    max_length: int = opt(1024, "Longest judge prompt kept for causal_lm, in tokens (also "
+                          "capped by the model's context); longer prompts keep their end (the "
+                          "replies and the question).", min=16, max=131072)
     endpoint_model: str = opt("", "Model name sent to the endpoint (endpoint backend only).")
     endpoint_timeout: float = opt(60.0, "Seconds to wait for one endpoint answer.", min=1.0,
                                   max=600.0)
