@@ -390,8 +390,8 @@ class PreferenceExport(Job):
     class Sources(models.TextChoices):
         """Whose judgments it aggregates (``annotation.selectors.sources``)."""
 
-        ALL = "all", "People and dataset labels"
-        PEOPLE = "people", "People only"
+        ALL = "all", "Everyone (people, dataset labels, AI judges)"
+        PEOPLE = "people", "People only (no dataset labels, no AI judges)"
         DATASET = "dataset", "Dataset labels only"
 
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.JSONL)

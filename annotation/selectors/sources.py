@@ -16,10 +16,18 @@ from annotation.models import AnnotatorProfile, Campaign, Comparison, Judgment
 from annotation.quality import wilson_interval  # numpy only
 
 # Which judgments a snapshot or export aggregates.
-SOURCES_ALL = "all"          # people and dataset labels
-SOURCES_PEOPLE = "people"    # every annotator who is not a dataset
+SOURCES_ALL = "all"          # everyone: people, dataset labels and AI judges
+SOURCES_PEOPLE = "people"    # persons and simulated annotators: not a dataset, not an AI judge
 SOURCES_DATASET = "dataset"  # the dataset labels alone
 SOURCES = (SOURCES_ALL, SOURCES_PEOPLE, SOURCES_DATASET)
+
+
+def machine_annotator_ids() -> set[int]:
+    """User ids of the annotators who are not people: datasets' labels and AI judges (left out
+    of a ``people`` snapshot, so RLHF and RLAIF labels can be compared)."""
+    return set(AnnotatorProfile.objects.filter(
+        kind__in=[AnnotatorProfile.Kind.DATASET, AnnotatorProfile.Kind.AI_JUDGE])
+        .values_list("user_id", flat=True))
 
 
 def dataset_annotator_ids() -> set[int]:

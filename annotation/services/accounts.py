@@ -59,7 +59,7 @@ def users_manageable_by(*, by: AbstractBaseUser | None) -> QuerySet[User]:
     at most a managed role: not a superuser, no group outside ``MANAGED_ROLES`` (so no other
     admin, itself included) and no raw permission granted to the user directly. Without the last
     two, an admin could reset the password of a more powerful account and log in as it.
-    Dataset-label accounts are the system's alone. Anyone else manages no one.
+    Dataset-label and AI-judge accounts are the system's alone. Anyone else manages no one.
     """
     if _is_system_or_superuser(by):
         return User.objects.all()
@@ -70,9 +70,10 @@ def users_manageable_by(*, by: AbstractBaseUser | None) -> QuerySet[User]:
         User.objects.filter(is_superuser=False)
         .exclude(groups__in=foreign_groups)
         .exclude(user_permissions__isnull=False)
-        # A dataset's labels are no one's account: an admin who could set its password or
-        # role could log in as the source and add "dataset" judgments.
-        .exclude(annotator_profile__kind=AnnotatorProfile.Kind.DATASET)
+        # A dataset's labels and an AI judge are no one's account: an admin who could set
+        # its password or role could log in as it and add judgments in its name.
+        .exclude(annotator_profile__kind__in=[AnnotatorProfile.Kind.DATASET,
+                                              AnnotatorProfile.Kind.AI_JUDGE])
     )
 
 

@@ -45,6 +45,7 @@ from annotation.selectors.sources import (
     SOURCES_ALL,
     SOURCES_DATASET,
     dataset_annotator_ids,
+    machine_annotator_ids,
 )
 
 if TYPE_CHECKING:
@@ -87,8 +88,9 @@ def snapshot_rows_build(
     """Aggregate the campaign's current regular judgments into rows, with the resolved params
     and the fit's diagnostics.
 
-    ``sources`` picks whose judgments count: ``all`` (people and imported dataset labels),
-    ``people`` or ``dataset`` (``annotation.selectors.sources``); any other than ``all`` is
+    ``sources`` picks whose judgments count: ``all`` (everyone: people, imported dataset
+    labels, AI judges), ``people`` (no dataset labels, no AI judges) or ``dataset``
+    (``annotation.selectors.sources``); any other than ``all`` is
     recorded in the resolved params as ``sources`` (so ``all`` keeps the hashes snapshots had
     before dataset labels existed). Rows are ordered by comparison id. Raises ApplicationError
     for an unknown method, parameter or sources, and for gold_weighted when no annotator has a
@@ -105,9 +107,13 @@ def snapshot_rows_build(
     except ValueError as exc:
         raise ApplicationError(str(exc), extra={"field": "params"}) from exc
     votes = snapshot_votes(campaign=campaign)
-    if sources != SOURCES_ALL:
+    if sources == SOURCES_DATASET:
         dataset = dataset_annotator_ids()
-        votes = [v for v in votes if (v.annotator in dataset) == (sources == SOURCES_DATASET)]
+        votes = [v for v in votes if v.annotator in dataset]
+    elif sources != SOURCES_ALL:
+        machines = machine_annotator_ids()
+        votes = [v for v in votes if v.annotator not in machines]
+    if sources != SOURCES_ALL:
         resolved = {**resolved, "sources": sources}
     comparison_ids = sorted({v.comparison for v in votes})
     items = comparison_response_ids(comparison_ids=comparison_ids) if method == "bradley_terry" \

@@ -59,7 +59,19 @@ def test_a_bad_config_names_every_field_and_queues_nothing(snapshot, models):
     errors = exc.value.errors
     assert {"no_such_field", "beta", "snapshot", "base_model"} <= errors.keys()
     assert exc.value.status_code == 400
-    assert not TrainingRun.objects.exists() and not OutboxMessage.objects.exists()
+    assert not TrainingRun.objects.exists()
+    assert not OutboxMessage.objects.filter(task="training.run_execute").exists()
+
+
+def test_an_ai_judge_without_what_its_backend_needs_is_refused_at_creation(snapshot, models):
+    campaign = snapshot.campaign
+    with pytest.raises(RunConfigError) as exc:
+        run_create(method="ai_judge", campaign=campaign, config={"backend": "reward_model"})
+    assert "reward_models" in exc.value.errors
+    with pytest.raises(RunConfigError) as exc:
+        run_create(method="ai_judge", campaign=campaign, config={"backend": "causal_lm"})
+    assert {"base_model", "principles_override"} <= exc.value.errors.keys()
+    assert not TrainingRun.objects.exists()
 
 
 def test_an_unknown_method_is_a_field_error():
@@ -74,6 +86,9 @@ def test_a_sweep_is_all_or_nothing(snapshot, models):
                      grid={"beta": [0.1, -1.0]})
     assert "beta" in exc.value.errors and "grid point" in exc.value.errors["beta"][0]
     assert not Sweep.objects.exists() and not TrainingRun.objects.exists()
+    with pytest.raises(RunConfigError) as exc:  # inputs and grid errors come together
+        sweep_create(method="dpo", snapshot=None, base_model=models[0], grid={"beta": [-1.0]})
+    assert {"snapshot", "beta"} <= exc.value.errors.keys()
 
     sweep = sweep_create(method="dpo", snapshot=snapshot, base_model=models[0],
                          grid={"beta": [0.05, 0.1, 0.5], "seed": [1, 2]})

@@ -262,6 +262,28 @@ def _judge_for(ctx: RunContext, principles: list[str]) -> tuple[Any, str]:
     return EndpointJudge(config, principles), f"endpoint-{config.endpoint_model}"
 
 
+def inputs_check(config: Config, *, base_model: Any, reward_models: list[Any],
+                 campaign: Any) -> dict[str, list[str]]:
+    """What the backend needs besides its config, checked when the run is created (so a run
+    that could not start is never queued); ``_judge_for`` checks the same at run time."""
+    from django.conf import settings
+
+    errors: dict[str, list[str]] = {}
+    if config.backend == "reward_model" and not reward_models:
+        errors["reward_models"] = ["The reward_model backend needs a registered reward model."]
+    if config.backend == "causal_lm" and base_model is None:
+        errors["base_model"] = ["The causal_lm backend needs a base model (a local causal LM)."]
+    if config.backend == "endpoint" and not settings.GAPLAB_JUDGE_URL:
+        errors["backend"] = ["The endpoint backend needs GAPLAB_JUDGE_URL (and "
+                             "GAPLAB_JUDGE_KEY) set on the workers."]
+    if config.backend != "reward_model" and campaign is not None and not (
+            config.principles_override.strip() or campaign.principles.strip()):
+        errors["principles_override"] = [
+            f"The {config.backend} backend judges against principles: write them in the "
+            "campaign (one per line) or set principles_override."]
+    return errors
+
+
 # --- The run --------------------------------------------------------------------------------
 
 

@@ -70,10 +70,13 @@ def run_dir(run: TrainingRun) -> Path:
     return settings.GAPLAB_ARTIFACT_ROOT / "runs" / str(run.pk)
 
 
-def _inputs_check(method: str, *, snapshot: Snapshot | None, campaign: Campaign | None,
+def _inputs_check(method: str, *, config: dict[str, Any] | None,
+                  snapshot: Snapshot | None, campaign: Campaign | None,
                   base_model: RegisteredModel | None,
                   reward_models: list[RegisteredModel]) -> dict[str, list[str]]:
-    """What the method needs besides its config (``REQUIRES``, ``BASE_KINDS`` of its module)."""
+    """What the method needs besides its config: ``REQUIRES`` and ``BASE_KINDS`` of its
+    module, and its ``inputs_check(config, ...)`` where inputs depend on the config (the AI
+    judge's backend). ``config`` is the cleaned config, or None when it did not validate."""
     module = method_module(method)
     requires: frozenset[str] = getattr(module, "REQUIRES", frozenset())
     given = {"snapshot": snapshot, "campaign": campaign, "base_model": base_model,
@@ -87,6 +90,11 @@ def _inputs_check(method: str, *, snapshot: Snapshot | None, campaign: Campaign 
     bad = [m.pk for m in reward_models if m.kind != ModelKind.REWARD]
     if bad:
         errors["reward_models"] = [f"Not reward models: {', '.join(map(str, bad))}."]
+    check = getattr(module, "inputs_check", None)
+    if check is not None and config is not None:
+        for name, messages in check(module.Config(**config), base_model=base_model,
+                                    reward_models=reward_models, campaign=campaign).items():
+            errors.setdefault(name, []).extend(messages)
     return errors
 
 
@@ -110,8 +118,9 @@ def run_create(*, method: str, config: Mapping[str, Any] | None = None,
     clean, errors = _config_clean(method, config)
     if errors.get("method"):
         raise RunConfigError(errors)
-    errors |= _inputs_check(method, snapshot=snapshot, campaign=campaign,
-                            base_model=base_model, reward_models=reward_models)
+    errors |= _inputs_check(method, config=None if errors else clean, snapshot=snapshot,
+                            campaign=campaign, base_model=base_model,
+                            reward_models=reward_models)
     if reference_model is not None and reference_model.kind != ModelKind.POLICY:
         errors["reference_model"] = [f"#{reference_model.pk} is not a policy."]
     if errors:
@@ -143,10 +152,16 @@ def sweep_create(*, method: str, grid: Mapping[str, list[Any]],
     the run's seed, as for a k-seed reward-model ensemble). All-or-nothing: any invalid point
     raises ``RunConfigError`` naming it, and nothing is created."""
     reward_models = list(reward_models)
-    errors: dict[str, list[str]] = {}
-    if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+    base_config, config_errors = _config_clean(method, config)
+    if config_errors.get("method"):
+        raise RunConfigError(config_errors)
+    errors = _inputs_check(method, config=base_config or None, snapshot=snapshot,
+                           campaign=campaign, base_model=base_model,
+                           reward_models=reward_models)
+    shaped = bool(grid) and all(isinstance(v, list) and v for v in grid.values())
+    if not shaped:
         errors["grid"] = ["A grid is {field: [value, ...]} with at least one value each."]
-    points = [] if errors else _grid_points(grid)
+    points = _grid_points(grid) if shaped else []
     if len(points) > 200:
         errors["grid"] = [f"{len(points)} runs; a sweep has at most 200."]
     for point in points:
