@@ -90,8 +90,8 @@ def test_a_reward_model_given_as_reference_is_refused(api, inputs):
 
 def test_list_filters_and_pages(api, inputs):
     ids = [_create(api, inputs, seed=s).json()["id"] for s in range(3)]
-    judge = api.post(RUNS, {"method": "ai_judge", "campaign": inputs["campaign"].pk},
-                     format="json").json()["id"]
+    judge = api.post(RUNS, {"method": "ai_judge", "campaign": inputs["campaign"].pk,
+                            "reward_models": [inputs["reward"].pk]}, format="json").json()["id"]
     page = api.get(RUNS, {"limit": 2}).json()
     assert page["count"] == 4 and len(page["results"]) == 2
     assert [r["id"] for r in page["results"]] == [judge, ids[2]]  # newest first

@@ -87,7 +87,8 @@ def test_anonymous_is_sent_to_log_in(client_for, run):
 
 
 def test_run_list_filters_by_method_and_status(client_for, inputs, run):
-    other = run_create(method="ai_judge", campaign=inputs["campaign"], name="judge-run")
+    other = run_create(method="ai_judge", campaign=inputs["campaign"], name="judge-run",
+                       reward_models=[inputs["reward"]])
     client = client_for("researcher")
     page = client.get("/training/").content.decode()
     assert f'data-run="{run.pk}"' in page and f'data-run="{other.pk}"' in page
@@ -235,7 +236,7 @@ def test_the_sweep_page_has_one_line_per_child_with_kl_and_proxy_reward(client_f
                          grid={"seed": [3, 5]})
     first, second = sweep.runs.order_by("pk")
     reporter = _running(first)
-    assert job_succeed(reporter.run, result={"kl": 0.42, "proxy_reward": 1.5,
+    assert job_succeed(reporter.run, result={"kl": 0.42, "reward_proxy": 1.5,
                                              "registered_models": []})
     client = client_for("researcher")
     page = client.get(f"/training/sweeps/{sweep.pk}/").content.decode()

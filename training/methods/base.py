@@ -209,6 +209,15 @@ class ProducedModel:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+# The final-result keys every policy method reports (``training.methods.common``), read by the
+# sweep table and, later, the gap measurements: Monte Carlo KL to the reference (nats) with its
+# standard error, and the mean proxy reward r̂ and true reward r* of the policy's samples.
+RESULT_KL = "kl"
+RESULT_KL_SE = "kl_se"
+RESULT_REWARD_PROXY = "reward_proxy"
+RESULT_REWARD_TRUE = "reward_true"
+
+
 @dataclass
 class MethodResult:
     metrics: dict[str, float] = field(default_factory=dict)

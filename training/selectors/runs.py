@@ -15,14 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
+from training.methods.base import RESULT_KL, RESULT_REWARD_PROXY, RESULT_REWARD_TRUE
 from training.models import RegisteredModel, RunArtifact, RunMetric, Sweep, TrainingRun
-
-# Final-metric keys, first present wins: methods name their summary numbers themselves (TRL's
-# "objective/kl", a Monte-Carlo "kl", ...), and a sweep table needs one KL and one proxy reward.
-KL_KEYS = ("kl", "kl_mc", "objective/kl", "kl_nats", "eval/kl")
-PROXY_REWARD_KEYS = ("proxy_reward", "reward_proxy", "proxy_reward_mean", "reward",
-                     "objective/scores", "eval/reward", "rewards/mean")
-TRUE_REWARD_KEYS = ("true_reward", "true_utility", "reward_true")
 
 # Chart groups: a metric goes to the first group whose test its name passes (TRL's names:
 # "loss", "rewards/chosen", "rewards/margins", "objective/kl", "kl", "objective/scores", ...).
@@ -109,11 +103,11 @@ def run_chart_data(*, run: TrainingRun, after_step: int | None = None) -> dict[s
     }
 
 
-def result_value(result: dict[str, Any], keys: tuple[str, ...]) -> float | None:
-    for key in keys:
-        value = result.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+def result_value(result: dict[str, Any], key: str) -> float | None:
+    """A number of a run's final result (``training.methods.base.RESULT_*`` keys), or None."""
+    value = result.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
     return None
 
 
@@ -148,9 +142,9 @@ def sweep_rows(*, sweep: Sweep) -> list[SweepRow]:
     for run in run_list(sweep=sweep).order_by("pk"):
         point = {k: (run.seed if k == "seed" else run.config.get(k)) for k in keys}
         result = run.result or {}
-        rows.append(SweepRow(run=run, point=point, kl=result_value(result, KL_KEYS),
-                             proxy_reward=result_value(result, PROXY_REWARD_KEYS),
-                             true_reward=result_value(result, TRUE_REWARD_KEYS)))
+        rows.append(SweepRow(run=run, point=point, kl=result_value(result, RESULT_KL),
+                             proxy_reward=result_value(result, RESULT_REWARD_PROXY),
+                             true_reward=result_value(result, RESULT_REWARD_TRUE)))
     return rows
 
 
