@@ -142,13 +142,13 @@ def test_a_pair_of_weight_zero_contributes_nothing_to_loss_or_gradient(tiny_mode
     both = _batch(trainer, [0, 1])
     chosen, rejected = _rewards(trainer, both)
     per_pair = -torch.nn.functional.logsigmoid(chosen - rejected)
-    loss = float(trainer.compute_loss(trainer.model, dict(both)))
+    loss = trainer.compute_loss(trainer.model, dict(both)).item()
     assert loss == pytest.approx(float(0.7 * per_pair[1]) / 2, rel=1e-5)
 
     plain, _ = _trainer(tiny_models, tmp_path / "plain", pairs, use_weight=False)
     batch = _batch(plain, [0, 1])
     assert "weight" not in batch
-    assert float(plain.compute_loss(plain.model, dict(batch))) == pytest.approx(
+    assert plain.compute_loss(plain.model, dict(batch)).item() == pytest.approx(
         float(per_pair.mean()), rel=1e-5)
 
 
@@ -164,7 +164,7 @@ def test_use_margin_passes_the_rows_margin_into_the_sigmoid(tiny_models, tmp_pat
     assert batch["margin"].tolist() == [0.0, 2.5]
     chosen, rejected = _rewards(trainer, batch)
     expected = -torch.nn.functional.logsigmoid(chosen - rejected - torch.tensor([0.0, 2.5]))
-    assert float(trainer.compute_loss(trainer.model, dict(batch))) == pytest.approx(
+    assert trainer.compute_loss(trainer.model, dict(batch)).item() == pytest.approx(
         float(expected.mean()), rel=1e-5)
 
     without, _ = _trainer(tiny_models, tmp_path / "without", pairs, use_weight=False)
