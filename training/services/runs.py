@@ -277,7 +277,9 @@ def _record_outputs(run: TrainingRun, result: MethodResult) -> list[int]:
             name=produced.name[:200], kind=produced.kind, path=str(produced.path),
             produced_by=run, architecture=str(produced.meta.get("architecture", ""))[:100],
             parameters=produced.meta.get("parameters"), meta=produced.meta,
-            tokenizer=(run.base_model.tokenizer if run.base_model_id else None))
+            # The tokenizer is saved in the model's own folder (``modeling.model_save``), with
+            # any setting the run gave it (an encoder's truncation side): no separate row.
+            tokenizer=None)
         ids.append(model.pk)
     seen = set(run.artifacts.values_list("name", flat=True))
     artifacts = []
