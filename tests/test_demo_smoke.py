@@ -26,8 +26,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 DEMO_PASSWORD = "gaplab-demo"
 SETUP_TIMEOUT_S = 900  # only when .venv/.installed is stale: `make setup` reinstalls
-START_TIMEOUT_S = 180  # migrate + demo_seed + runserver on a fresh SQLite file
+START_TIMEOUT_S = 300  # migrate, demo_seed, demo_world, demo_training (pi0 by SFT), runserver
 WORKER_TIMEOUT_S = 90
+TRAINING_TIMEOUT_S = 240  # the tiny reward model on a busy 2-core machine
 STOP_TIMEOUT_S = 20
 
 
@@ -45,6 +46,16 @@ def _demo_env(data_dir: Path) -> dict[str, str]:
     env["GAPLAB_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _training_statuses(data_dir: Path) -> list[tuple[str, str]]:
+    """(method, status) of the demo's training runs, oldest first, read-only."""
+    db = sqlite3.connect(f"file:{data_dir / 'gaplab.sqlite3'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT method, status FROM training_trainingrun"
+                          " WHERE sweep_id IS NULL ORDER BY id").fetchall()
+    finally:
+        db.close()
 
 
 def _group_members(pgid: int) -> dict[int, str]:
@@ -195,17 +206,32 @@ def test_make_demo_serves_records_a_judgment_and_stops_on_ctrl_c(tmp_path):
         assert choice == ("A" if a_on_left else "B")  # "left" in canonical order
         assert strength == 2
 
-        # 4. The worker started, and both processes live in make's process group.
+        # 4. Both workers started (default with beat, gpu for training), and all processes
+        # live in make's process group.
+        def both_ready() -> bool:
+            return all(re.search(rf"{node}@\S+ ready", output()) for node in ("default", "gpu"))
+
         deadline = time.monotonic() + WORKER_TIMEOUT_S
-        while not re.search(r"celery@\S+ ready", output()) and time.monotonic() < deadline:
+        while not both_ready() and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert re.search(r"celery@\S+ ready", output()), f"the worker never got ready:\n{output()}"
+        assert both_ready(), f"a worker never got ready:\n{output()}"
         members = _group_members(pgid)
         web = [pid for pid, cmd in members.items() if "runserver" in cmd]
-        worker = [pid for pid, cmd in members.items() if "celery" in cmd and "worker" in cmd]
-        assert web and worker, f"web or worker missing from the group: {members}"
+        workers = [pid for pid, cmd in members.items() if "celery" in cmd and "worker" in cmd]
+        assert web and len(workers) >= 2, f"web or a worker missing from the group: {members}"
 
-        # 5. Ctrl-C: SIGINT to the whole group stops everything.
+        # 5. Demo training: pi0 was trained by SFT during seeding, and the gpu worker finishes
+        # the queued reward model (the DPO sweep after it may still be running).
+        deadline = time.monotonic() + TRAINING_TIMEOUT_S
+        while time.monotonic() < deadline:
+            statuses = dict(_training_statuses(data_dir))
+            if statuses.get("reward_model") in ("succeeded", "failed"):
+                break
+            time.sleep(1)
+        assert statuses.get("sft") == "succeeded", statuses
+        assert statuses.get("reward_model") == "succeeded", f"{statuses}\n{output()}"
+
+        # 6. Ctrl-C: SIGINT to the whole group stops everything.
         stop_sent = time.monotonic()
         os.killpg(pgid, signal.SIGINT)
         try:

@@ -49,15 +49,20 @@ class Command(BaseCommand):
         self.stdout.flush()
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.2)
-        for p in procs:
+        # Web and the default worker stop warm (SIGTERM). The gpu worker stops cold (SIGQUIT):
+        # a warm stop would wait for a training run to end. A run cut off this way is the
+        # reaper's: at the next start it is re-queued and resumes from its last checkpoint.
+        stop_signals = [signal.SIGTERM, signal.SIGTERM, signal.SIGQUIT]
+        for p, sig in zip(procs, stop_signals, strict=True):
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(sig)
         for p in procs:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
         self.stdout.write("Stopped.")
-        failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM)]
+        failed = [p.returncode for p in procs
+                  if p.returncode not in (0, -signal.SIGTERM, -signal.SIGQUIT)]
         if failed and not stopping:
             raise SystemExit(1)
