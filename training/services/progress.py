@@ -13,12 +13,14 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
+from django.db import transaction
 from django.utils import timezone
 
 from annotation.services.jobs import job_owned
 from training.models import RunMetric, TrainingRun
 
 LOG_TAIL_LINES = 200
+_PENDING_MAX = 500  # metric rows held before a write of their own
 _CANCEL_CHECK_SECONDS = 1.0
 
 
@@ -32,12 +34,21 @@ class RunReporter:
         self._lines: deque[str] = deque(run.log_tail.splitlines()[-LOG_TAIL_LINES:],
                                         maxlen=LOG_TAIL_LINES)
         self._checked_at = 0.0
+        self._pending: list[RunMetric] = []
 
     def _write(self, **fields) -> None:
+        """One transaction (one commit: on SQLite each commit is an fsync): the metrics
+        gathered since the last write, then the run's fields and its heartbeat."""
         if self.lost:
             return
-        if not job_owned(self.run).update(heartbeat_at=timezone.now(), **fields):
-            self.lost = True
+        with transaction.atomic():
+            if not job_owned(self.run).update(heartbeat_at=timezone.now(), **fields):
+                self.lost = True
+                self._pending.clear()
+                return
+            if self._pending:
+                RunMetric.objects.bulk_create(self._pending)
+                self._pending.clear()
         for name, value in fields.items():
             setattr(self.run, name, value)
 
@@ -46,11 +57,15 @@ class RunReporter:
                     log_tail="\n".join(self._lines))
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
-        rows = [RunMetric(run_id=self.run.pk, step=step, name=str(name)[:100], value=float(v))
-                for name, v in values.items()
-                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
-        if rows and not self.lost:
-            RunMetric.objects.bulk_create(rows)
+        """Kept until the next progress write (every report interval) or ``flush``."""
+        if self.lost:
+            return
+        self._pending += [
+            RunMetric(run_id=self.run.pk, step=step, name=str(name)[:100], value=float(v))
+            for name, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+        if len(self._pending) >= _PENDING_MAX:
+            self.flush()
 
     def log(self, line: str) -> None:
         for part in str(line).splitlines() or [""]:
