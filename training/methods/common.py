@@ -17,21 +17,44 @@ mean; their UWO uses the variance, the standard deviation keeps the score in rew
 the members' minimum (WCO). Members are assumed to share a scale (reward models of one snapshot
 trained with different seeds).
 
+LoRA and reports (``TrainerFields``, inherited by every method that trains: reward_model, sft,
+dpo, rlhf, rest). ``lora_r`` > 0 trains low-rank adapters instead of every weight (Hu et al.
+2021, "LoRA: Low-Rank Adaptation of Large Language Models", eq. 3: W₀ + (α/r)·B·A with B = 0 at
+the start, so the untrained adapter is exactly the base) through TRL's ``peft_config``; the
+saved model has its adapters merged (``lora_merged``), so it loads like any other. With LoRA and
+π₀ = the base, no second copy of the base is loaded: TRL's DPO and RLOO take their reference
+log-probs from the policy with its adapters disabled, and the KL measurements do the same
+(``policy_kl`` with ``reference=None``). ``report_to="tensorboard"`` writes the trainer's logs as
+TensorBoard event files under ``<run>/tensorboard`` (one step axis, ReST rounds included), kept
+as run artifacts (``with_report_artifacts``).
+
 Light at import (the web imports method modules to validate configs): torch, transformers, trl
 and ``training.modeling`` are imported inside functions.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import math
+import os
 import random
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.methods.base import ModelRef, Reporter, RewardFunction, RunContext, opt
+from training.methods.base import (
+    ConfigError,
+    MethodResult,
+    ModelRef,
+    Reporter,
+    RewardFunction,
+    RunContext,
+    opt,
+)
 
 Turns = list[dict[str, str]]
 
@@ -55,6 +78,54 @@ class MeasureFields:
     temperature: float = opt(1.0, "Sampling temperature of the policy (1 = its own distribution; "
                                   "the KL is that of the tempered policy otherwise).",
                              min=0.05, max=4.0)
+
+
+REPORT_TO = ("none", "tensorboard")
+LORA_ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer except the output head
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+@dataclass
+class TrainerFields:
+    """LoRA and outside reporting, for every method that trains (inherited by method configs;
+    a config with its own ``__post_init__`` calls ``super().__post_init__()``)."""
+
+    lora_r: int = opt(0, "LoRA rank r: train adapters B·A of rank r on the target modules "
+                         "instead of every weight (Hu et al. 2021); 0 = full fine-tuning.",
+                      min=0, max=1024)
+    lora_alpha: int = opt(16, "LoRA scale α: the adapters add (α / r)·B·A to each target "
+                              "weight.", min=1, max=4096)
+    lora_dropout: float = opt(0.05, "Dropout probability on the adapters' input.", min=0.0,
+                              max=0.9)
+    lora_target_modules: str = opt(LORA_ALL_LINEAR, "Modules that get adapters: 'all-linear' "
+                                                    "(every linear layer but the output head; "
+                                                    "a reward model's score head is trained "
+                                                    "whole) or comma-separated module names, "
+                                                    "e.g. 'q_proj,v_proj'.")
+    report_to: str = opt("none", "Also write the trainer's logs for an outside tracker: "
+                                 "'tensorboard' = event files under the run's tensorboard/ "
+                                 "folder, kept as run artifacts.", choices=REPORT_TO)
+
+    def __post_init__(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            errors["report_to"] = ["The tensorboard package is not installed here."]
+        if self.lora_r and _lora_targets(self.lora_target_modules) is None:
+            errors["lora_target_modules"] = ["'all-linear' or comma-separated module names "
+                                             "(letters, digits, '_' and '.')."]
+        if errors:
+            raise ConfigError(errors)
+
+
+def _lora_targets(spec: str) -> str | list[str] | None:
+    """peft's ``target_modules`` from the field: the all-linear shorthand, a list of names, or
+    None when the field is malformed."""
+    if spec.strip().lower() == LORA_ALL_LINEAR:
+        return LORA_ALL_LINEAR
+    names = [n.strip() for n in spec.split(",")]
+    if not names or not all(_MODULE_NAME.match(n) for n in names):
+        return None
+    return names
 
 
 @dataclass(frozen=True)
@@ -266,13 +337,16 @@ def resume_checkpoint(ctx: RunContext, under: Path) -> str | None:
 def trainer_callbacks(ctx: RunContext, *, measure: Measure | None = None, reference: Any = None,
                       tokenizer: Any = None, kl_every: int = 0, step_offset: int = 0,
                       total: int | None = None) -> list[Any]:
-    """The run's ReporterCallback and, with ``kl_every`` > 0, a KL-to-reference measurement
-    every ``kl_every`` steps (metrics ``kl`` and ``kl_se``, nats)."""
+    """The run's ReporterCallback, TensorBoard event files when the config's ``report_to`` is
+    'tensorboard', and, with ``kl_every`` > 0, a KL-to-reference measurement every ``kl_every``
+    steps (metrics ``kl`` and ``kl_se``, nats; ``reference=None``: see ``policy_kl``)."""
     from training.callbacks import ReporterCallback
 
     report_every, _ = run_settings()
     callbacks = [ReporterCallback(ctx.reporter, every=report_every, step_offset=step_offset,
                                   total_override=total)]
+    if getattr(ctx.config, "report_to", "none") == "tensorboard":
+        callbacks.append(_tensorboard_callback(tensorboard_dir(ctx), step_offset=step_offset))
     if kl_every > 0 and measure is not None and measure.prompts:
         callbacks.append(_kl_callback(ctx.reporter, measure=measure, reference=reference,
                                       tokenizer=tokenizer, every=kl_every,
@@ -296,11 +370,14 @@ def _kl_callback(reporter: Reporter, *, measure: Measure, reference: Any, tokeni
 
 def policy_kl(policy: Any, reference: Any, tokenizer: Any, measure: Measure) -> tuple[float, float]:
     """Monte Carlo KL(π ‖ π₀) in nats per reply and its standard error, on ``measure``. The
-    policy is put in eval mode for the estimate (no dropout) and back after."""
+    policy is put in eval mode for the estimate (no dropout) and back after. ``reference=None``
+    with a LoRA policy: π₀ is the policy with its adapters disabled (``measure_reference``)."""
     import torch
 
     from training.modeling import kl_monte_carlo
 
+    if reference is None:
+        reference = AdaptersOff(policy)
     was_training = policy.training
     policy.eval()
     try:
@@ -357,3 +434,147 @@ def policy_measure(policy: Any, reference: Any, tokenizer: Any, measure: Measure
         if name in scored:
             out[name], out[f"{name}_se"] = mean_se(scored[name])
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+# --- LoRA -------------------------------------------------------------------------------------
+
+
+def lora_on(config: Any) -> bool:
+    return bool(getattr(config, "lora_r", 0))
+
+
+def lora_config(config: Any, *, task_type: str) -> Any:
+    """TRL's ``peft_config`` for a ``TrainerFields`` config: a ``peft.LoraConfig``, or None for
+    full fine-tuning. ``task_type`` "CAUSAL_LM" (policies) or "SEQ_CLS" (reward models: peft
+    then keeps the ``score`` / ``classifier`` head whole and trainable, ``modules_to_save``)."""
+    if not lora_on(config):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout,
+                      target_modules=_lora_targets(config.lora_target_modules),
+                      task_type=task_type, bias="none")
+
+
+def lora_merged(model: Any) -> Any:
+    """A plain model to save: a peft model's adapters merged into its weights (the base
+    weights change in place), any other model as it is."""
+    from accelerate.utils import is_peft_model
+
+    return model.merge_and_unload() if is_peft_model(model) else model
+
+
+def lora_meta(config: Any, model: Any = None) -> dict[str, Any]:
+    """What a produced model's meta records of its LoRA training (nothing without LoRA);
+    given the (unmerged) peft model, also its trainable parameter count."""
+    if not lora_on(config):
+        return {}
+    out: dict[str, Any] = {"lora_r": config.lora_r, "lora_alpha": config.lora_alpha,
+                           "lora_target_modules": config.lora_target_modules}
+    if model is not None:
+        out["lora_trainable_parameters"] = int(sum(p.numel() for p in model.parameters()
+                                                   if p.requires_grad))
+    return out
+
+
+def reference_is_base(ctx: RunContext) -> bool:
+    """Whether π₀ is the base model itself (no reference model, or the same one)."""
+    ref, base = ctx.reference_model, ctx.base_model
+    if ref is None or base is None:
+        return True
+    if ref.id is not None and ref.id == base.id:
+        return True
+    try:
+        return os.path.samefile(ref.path, base.path)
+    except OSError:
+        return False
+
+
+def measure_reference(ctx: RunContext) -> Any:
+    """π₀ for the trainer and the KL measurements: None with LoRA when π₀ is the base (the
+    policy with its adapters disabled is π₀ exactly, so no second copy is loaded), otherwise
+    its own frozen copy (``reference_load``)."""
+    if lora_on(ctx.config) and reference_is_base(ctx):
+        return None
+    return reference_load(ctx)
+
+
+class AdaptersOff:
+    """A peft model seen with its adapters disabled: the frozen base it wraps, as a reference
+    for ``modeling.kl_monte_carlo`` (which calls ``eval``, ``parameters`` and the forward)."""
+
+    def __init__(self, model: Any) -> None:
+        from accelerate.utils import is_peft_model
+
+        if not is_peft_model(model):
+            raise ValueError("reference=None needs a LoRA (peft) policy: its adapters off are "
+                             "π₀. Pass the reference model otherwise.")
+        self.model = model
+
+    def eval(self) -> AdaptersOff:
+        return self  # the policy's own mode is its caller's business
+
+    def parameters(self) -> Any:
+        return self.model.parameters()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.model.disable_adapter():
+            return self.model(*args, **kwargs)
+
+
+# --- Reports for outside trackers -------------------------------------------------------------
+
+
+def tensorboard_dir(ctx: RunContext) -> Path:
+    return Path(ctx.output_dir) / "tensorboard"
+
+
+def _tensorboard_callback(log_dir: Path, *, step_offset: int = 0) -> Any:
+    """The trainer's numeric logs as TensorBoard scalars in ``log_dir`` at step
+    ``step_offset + global_step``. Own callback rather than ``report_to="tensorboard"``:
+    transformers 5 has no ``logging_dir`` (its callback writes under
+    ``output_dir/runs/<time>_<host>`` or a process-wide environment variable)."""
+    from transformers import TrainerCallback
+
+    class TensorBoardEvents(TrainerCallback):
+        writer: Any = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return control
+            if self.writer is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(log_dir=str(log_dir))
+            for key, value in logs.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    name = key if "/" in key else f"train/{key}"
+                    self.writer.add_scalar(name, value, step_offset + state.global_step)
+            self.writer.flush()
+            return control
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            return control
+
+    return TensorBoardEvents()
+
+
+def with_report_artifacts(run: Callable[[RunContext], MethodResult]
+                          ) -> Callable[[RunContext], MethodResult]:
+    """Decorate a method's ``run``: its TensorBoard folder, when the config reports there and
+    events were written, joins ``MethodResult.artifacts`` (cancelled runs included)."""
+
+    @functools.wraps(run)
+    def wrapper(ctx: RunContext) -> MethodResult:
+        result = run(ctx)
+        folder = tensorboard_dir(ctx)
+        if (getattr(ctx.config, "report_to", "none") == "tensorboard" and folder.is_dir()
+                and folder not in result.artifacts):
+            result.artifacts.append(folder)
+        return result
+
+    return wrapper

@@ -22,7 +22,10 @@ than a silent no-op.
 
 Reference model: always passed to TRL as its own frozen copy (the run's reference model, else a
 second load of the base). With ``ref_model=None`` TRL reloads π₀ from ``config._name_or_path``,
-which silently differs from the weights in memory (ML-STACK, "reference-model trap").
+which silently differs from the weights in memory (ML-STACK, "reference-model trap"). The one
+exception is LoRA (``lora_r`` > 0) with π₀ = the base: then ``ref_model=None`` and trl 1.16 takes
+the reference log-probs from the policy with its adapters disabled (no reload, no second copy);
+a different π₀ with LoRA is still passed as its own frozen model, which trl 1.16 accepts.
 
 Snapshot weights: TRL's DPO averages the per-pair loss with equal weights. ``use_weight``
 draws pairs with probability proportional to their ``weight`` (a weighted sampler with
@@ -42,12 +45,17 @@ from training.methods.common import (
     Measure,
     MeasureFields,
     RewardEnsemble,
+    TrainerFields,
+    lora_config,
+    lora_merged,
+    lora_meta,
+    measure_reference,
     policy_load,
     policy_measure,
-    reference_load,
     resume_checkpoint,
     trainer_callbacks,
     training_args,
+    with_report_artifacts,
 )
 
 REQUIRES: frozenset[str] = frozenset({"snapshot", "base_model"})
@@ -61,7 +69,7 @@ EXO_DEFAULT_SMOOTHING = 1e-3  # Ji et al. 2024's recommended ε for EXO
 
 
 @dataclass
-class Config(MeasureFields):
+class Config(MeasureFields, TrainerFields):
     loss_type: str = opt("sigmoid", "Preference loss (TRL's names): 'sigmoid' is DPO, 'robust' "
                                     "is noise-robust DPO, 'ipo' is IPO; see the module doc.",
                          choices=LOSS_TYPES)
@@ -81,6 +89,7 @@ class Config(MeasureFields):
                                "prompt alone fills it are dropped.", min=8, max=32_768)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.label_smoothing is not None:
             if self.label_smoothing > 0 and self.loss_type not in SMOOTHED_LOSSES:
                 raise ConfigError({"label_smoothing": [
@@ -129,6 +138,7 @@ def _trainer_class(*, weighted: bool) -> Any:
     return WeightedDPOTrainer
 
 
+@with_report_artifacts
 def run(ctx: RunContext) -> MethodResult:
     """Train the base policy with the configured preference loss; produce a policy."""
     import datasets
@@ -146,7 +156,9 @@ def run(ctx: RunContext) -> MethodResult:
     ctx.reporter.log(f"dpo: {len(pairs)} pairs, loss {cfg.loss_type}, beta {cfg.beta}, "
                      f"label smoothing {smoothing:.4f}")
     model, tokenizer = policy_load(ctx)
-    reference = reference_load(ctx)
+    # LoRA with π₀ = the base: ref_model=None, and TRL takes π₀'s log-probs with the adapters
+    # disabled (trl 1.16 DPOTrainer, no reload); any other π₀ is its own frozen copy.
+    reference = measure_reference(ctx)
     measure = Measure.from_config(cfg, ctx)
     checkpoints = ctx.output_dir / "checkpoints"
     args = DPOConfig(**training_args(
@@ -156,6 +168,7 @@ def run(ctx: RunContext) -> MethodResult:
     trainer = _trainer_class(weighted=cfg.use_weight)(
         model=model, ref_model=reference, args=args, processing_class=tokenizer,
         train_dataset=datasets.Dataset.from_list(pairs),
+        peft_config=lora_config(cfg, task_type="CAUSAL_LM"),
         callbacks=trainer_callbacks(ctx, measure=measure, reference=reference,
                                     tokenizer=tokenizer, kl_every=cfg.kl_every))
     out = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, checkpoints))
@@ -169,9 +182,10 @@ def run(ctx: RunContext) -> MethodResult:
                               true_reward=ctx.true_reward)
     ctx.reporter.metrics(trainer.state.global_step, metrics)
     path = ctx.output_dir / "policy"
-    meta = model_save(trainer.model, tokenizer, path)
+    lora = lora_meta(cfg, trainer.model)
+    meta = model_save(lora_merged(trainer.model), tokenizer, path)
     return MethodResult(metrics=metrics, models=[ProducedModel(
         name=f"dpo-{cfg.loss_type} β={cfg.beta:g}" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
         kind="policy", path=path,
         meta={**meta, "method": "dpo", "loss_type": cfg.loss_type, "beta": cfg.beta,
-              "label_smoothing": smoothing})])
+              "label_smoothing": smoothing, **lora})])

@@ -47,10 +47,14 @@ from training.methods.common import (
     Measure,
     MeasureFields,
     RewardEnsemble,
+    TrainerFields,
     ensemble_combine,
     examples_from_texts,
     jsonl_read,
     jsonl_write,
+    lora_config,
+    lora_merged,
+    lora_meta,
     mean_se,
     policy_load,
     policy_measure,
@@ -60,6 +64,7 @@ from training.methods.common import (
     samples_score,
     trainer_callbacks,
     training_args,
+    with_report_artifacts,
 )
 
 REQUIRES: frozenset[str] = frozenset({"snapshot", "base_model", "reward_models"})
@@ -70,7 +75,7 @@ ROUND_METRICS = ("kept_fraction", "threshold", "grow_reward_proxy", "grow_reward
 
 
 @dataclass
-class Config(MeasureFields):
+class Config(MeasureFields, TrainerFields):
     rounds: int = opt(2, "Grow-improve rounds.", min=1, max=100)
     n_prompts: int = opt(64, "Distinct snapshot prompts grown from (picked with the run's "
                              "seed).", min=1, max=100_000)
@@ -100,6 +105,7 @@ class Config(MeasureFields):
                           max=32_768)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.threshold_mode == "quantile" and not 0.0 <= self.threshold < 1.0:
             raise ConfigError({"threshold": ["A quantile threshold lies in [0, 1)."]})
 
@@ -117,6 +123,7 @@ def round_threshold(cfg: Config, round_index: int, scores: list[float]) -> float
     return ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo])
 
 
+@with_report_artifacts
 def run(ctx: RunContext) -> MethodResult:
     """Run the rounds; produce the last round's policy."""
     cfg: Config = ctx.config
@@ -178,7 +185,8 @@ def run(ctx: RunContext) -> MethodResult:
         return MethodResult(metrics=metrics, artifacts=artifacts, models=[ProducedModel(
             name=f"rest {cfg.rounds} rounds" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
             kind="policy", path=path,
-            meta={**model_meta(policy), "method": "rest", "rounds": cfg.rounds})])
+            meta={**model_meta(policy), "method": "rest", "rounds": cfg.rounds,
+                  **lora_meta(cfg)})])
     return MethodResult(metrics=metrics, artifacts=artifacts)  # cancelled: no model
 
 
@@ -246,8 +254,10 @@ def _improve(policy: Any, tokenizer: Any, kept: list[dict], cfg: Config, r: int,
     trainer = SFTTrainer(
         model=policy, args=args, processing_class=tokenizer,
         train_dataset=datasets.Dataset.from_list(examples),
+        peft_config=lora_config(cfg, task_type="CAUSAL_LM"),
         callbacks=trainer_callbacks(ctx, measure=measure, reference=reference,
                                     tokenizer=tokenizer, kl_every=cfg.kl_every,
                                     step_offset=r * cfg.steps_per_round, total=total))
     out = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, checkpoints))
-    return trainer.model, float(out.training_loss)
+    # LoRA: the adapters merged, so the next round (or the saved policy) is a plain model.
+    return lora_merged(trainer.model), float(out.training_loss)

@@ -55,6 +55,7 @@ from training.methods.base import (
     RunContext,
     opt,
 )
+from training.methods.common import TrainerFields, with_report_artifacts
 
 REQUIRES: frozenset[str] = frozenset({"snapshot", "base_model"})
 BASE_KINDS: frozenset[str] = frozenset({"reward"})
@@ -63,7 +64,7 @@ Turns = list[dict[str, str]]
 
 
 @dataclass
-class Config:
+class Config(TrainerFields):
     """Settings of a reward-model run; stored as JSON on ``TrainingRun.config``."""
 
     learning_rate: float = opt(1e-4, "Peak AdamW learning rate (linear decay to 0). 1e-4 to 1e-3 "
@@ -302,7 +303,7 @@ def trainer_build(ctx: RunContext, *, model: Any, tokenizer: Any,
     """
     from trl import RewardConfig
 
-    from training.methods.common import trainer_callbacks, training_args
+    from training.methods.common import lora_config, trainer_callbacks, training_args
 
     config: Config = ctx.config
     dataset = tokenized_dataset(tokenizer, train_pairs, max_length=config.max_length,
@@ -325,15 +326,17 @@ def trainer_build(ctx: RunContext, *, model: Any, tokenizer: Any,
     trainer = trainer_cls(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         data_collator=trainer_cls.collator_class(pad_token_id=tokenizer.pad_token_id),
+        peft_config=lora_config(config, task_type="SEQ_CLS"),
         callbacks=trainer_callbacks(ctx))
     return trainer, dropped
 
 
+@with_report_artifacts
 def run(ctx: RunContext) -> MethodResult:
     """Train the base reward model on the snapshot's pairs; save it and measure its accuracy."""
     from transformers import set_seed
 
-    from training.methods.common import resume_checkpoint
+    from training.methods.common import lora_merged, lora_meta, resume_checkpoint
     from training.modeling import device_choice, is_chat, model_save, reward_load
 
     config: Config = ctx.config
@@ -387,9 +390,10 @@ def run(ctx: RunContext) -> MethodResult:
                          {k: v for k, v in metrics.items() if math.isfinite(v)})
 
     model_dir = Path(ctx.output_dir) / "model"
-    meta = model_save(trained, tokenizer, model_dir)
+    lora = lora_meta(config, trained)
+    meta = model_save(lora_merged(trained), tokenizer, model_dir)
     meta |= {"base_model": ctx.base_model.id, "reads": "chat" if chat else "text_pair",
-             "max_length": config.max_length,
+             "max_length": config.max_length, **lora,
              **{k: metrics[k] for k in ("eval_accuracy", "train_accuracy") if k in metrics}}
     name = f"reward model of run {ctx.run_id}" if ctx.run_id else "reward model"
     return MethodResult(metrics={k: v for k, v in metrics.items() if math.isfinite(v)},

@@ -32,7 +32,8 @@ Reference model (ML-STACK "reference-model trap"): ``RLOOTrainer`` takes no ``re
 that path is pointed, for the trainer's construction only, at the run's reference folder (the
 reference model, else the base), and the built reference is checked to come from there; it is
 the same copy the KL measurements use. On resume the policy's weights come from the checkpoint
-and the reference is still π₀.
+and the reference is still π₀. With LoRA (``lora_r`` > 0) RLOO's reference is the policy with
+its adapters disabled, i.e. the base: a run with LoRA and another reference model is refused.
 
 Measured (``training.methods.common``): Monte Carlo KL(π ‖ π₀) in nats per reply with its
 standard error every ``kl_every`` steps and at the end (``kl``, ``kl_se``), and at the end the
@@ -52,14 +53,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from training.methods.base import ConfigError, MethodResult, ProducedModel, RunContext, opt
-from training.methods.common import MeasureFields
+from training.methods.common import MeasureFields, TrainerFields, with_report_artifacts
 
 REQUIRES: frozenset[str] = frozenset({"snapshot", "base_model", "reward_models"})
 BASE_KINDS: frozenset[str] = frozenset({"policy"})
 
 
 @dataclass
-class Config(MeasureFields):
+class Config(MeasureFields, TrainerFields):
     """Settings of an RLOO run; stored as JSON on TrainingRun.config."""
 
     kl_coef: float = opt(0.05, "β: weight of the KL penalty in the reward, r̂ - β·KL (reward "
@@ -86,6 +87,7 @@ class Config(MeasureFields):
                                   "tempered policies).", min=0.05, max=4.0)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         per_step = self.batch_size * self.gradient_accumulation_steps
         if per_step % self.num_generations:
             raise ConfigError({"batch_size": [
@@ -133,6 +135,7 @@ def _same_folder(a: str, b: str) -> bool:
         return False
 
 
+@with_report_artifacts
 def run(ctx: RunContext) -> MethodResult:
     """Optimize the base policy against the reward models with RLOO; produce a policy."""
     import datasets
@@ -141,9 +144,14 @@ def run(ctx: RunContext) -> MethodResult:
     from training.methods.common import (
         Measure,
         RewardEnsemble,
+        lora_config,
+        lora_merged,
+        lora_meta,
+        lora_on,
+        measure_reference,
         policy_load,
         policy_measure,
-        reference_load,
+        reference_is_base,
         resume_checkpoint,
         rows_prompts,
         trainer_callbacks,
@@ -154,6 +162,11 @@ def run(ctx: RunContext) -> MethodResult:
     cfg: Config = ctx.config
     if not ctx.reward_models:
         raise ConfigError({"reward_models": ["rlhf needs at least one reward model."]})
+    if lora_on(cfg) and not reference_is_base(ctx):
+        # RLOOTrainer takes no ref_model: with LoRA its reference is the adapters-off base.
+        raise ConfigError({"lora_r": ["With LoRA, rlhf's reference is the base model itself "
+                                      "(TRL's RLOO disables the adapters); leave the reference "
+                                      "model unset, or use full fine-tuning (lora_r = 0)."]})
     prompts = rows_prompts(ctx.rows or [], seed=ctx.seed)
     if not prompts:
         raise ValueError("The snapshot has no prompts to sample from.")
@@ -183,6 +196,7 @@ def run(ctx: RunContext) -> MethodResult:
             model=model, reward_funcs=_reward_function(ensemble, cfg.ensemble_k), args=args,
             processing_class=tokenizer,
             train_dataset=datasets.Dataset.from_list([{"prompt": p} for p in prompts]),
+            peft_config=lora_config(cfg, task_type="CAUSAL_LM"),
             callbacks=[_rename_token_kl()])
     finally:
         model.config._name_or_path = policy_name
@@ -192,8 +206,8 @@ def run(ctx: RunContext) -> MethodResult:
         if not _same_folder(built_from, reference_ref.path):
             raise RuntimeError(f"TRL built the reference from {built_from!r}, not π₀ at "
                                f"{reference_ref.path!r}.")
-    else:  # β = 0: TRL needs no reference, the measurements still do
-        reference = reference_load(ctx)
+    else:  # β = 0 (TRL needs no reference) or LoRA (None: the adapters off are π₀)
+        reference = measure_reference(ctx)
     for callback in trainer_callbacks(ctx, measure=measure, reference=reference,
                                       tokenizer=tokenizer, kl_every=cfg.kl_every):
         trainer.add_callback(callback)
@@ -208,9 +222,10 @@ def run(ctx: RunContext) -> MethodResult:
                               true_reward=ctx.true_reward)
     ctx.reporter.metrics(trainer.state.global_step, metrics)
     path = ctx.output_dir / "policy"
-    meta = model_save(policy, tokenizer, path)
+    lora = lora_meta(cfg, policy)
+    meta = model_save(lora_merged(policy), tokenizer, path)
     return MethodResult(metrics=metrics, models=[ProducedModel(
         name=f"rlhf β={cfg.kl_coef:g}" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
         kind="policy", path=path,
         meta={**meta, "method": "rlhf", "algorithm": "rloo", "kl_coef": cfg.kl_coef,
-              "reference": reference_ref.path})])
+              "reference": reference_ref.path, **lora})])

@@ -24,13 +24,18 @@ from training.methods.common import (
     Measure,
     MeasureFields,
     RewardEnsemble,
+    TrainerFields,
+    lora_config,
+    lora_merged,
+    lora_meta,
+    measure_reference,
     policy_load,
     policy_measure,
-    reference_load,
     resume_checkpoint,
     sft_examples,
     trainer_callbacks,
     training_args,
+    with_report_artifacts,
 )
 
 REQUIRES: frozenset[str] = frozenset({"snapshot", "base_model"})
@@ -38,7 +43,7 @@ BASE_KINDS: frozenset[str] = frozenset({"policy"})
 
 
 @dataclass
-class Config(MeasureFields):
+class Config(MeasureFields, TrainerFields):
     targets: str = opt("both", "Replies to learn: 'both' (chosen and rejected: the candidate "
                                "distribution, for π₀) or 'chosen' (winners only).",
                        choices=("both", "chosen"))
@@ -55,6 +60,7 @@ class Config(MeasureFields):
                            "at the end).", min=0, max=100_000)
 
 
+@with_report_artifacts
 def run(ctx: RunContext) -> MethodResult:
     """Fine-tune the base policy on the snapshot's replies; produce a policy."""
     import datasets
@@ -68,7 +74,7 @@ def run(ctx: RunContext) -> MethodResult:
         raise ValueError("The snapshot has no rows to learn from.")
     ctx.reporter.log(f"sft: {len(examples)} examples ({cfg.targets}), {cfg.max_steps} steps")
     model, tokenizer = policy_load(ctx)
-    reference = reference_load(ctx)
+    reference = measure_reference(ctx)  # None: LoRA, π₀ = the adapters off
     measure = Measure.from_config(cfg, ctx)
     checkpoints = ctx.output_dir / "checkpoints"
     args = SFTConfig(**training_args(ctx, output_dir=checkpoints, max_steps=cfg.max_steps,
@@ -76,6 +82,7 @@ def run(ctx: RunContext) -> MethodResult:
                                      max_length=cfg.max_length, completion_only_loss=True))
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
                          train_dataset=datasets.Dataset.from_list(examples),
+                         peft_config=lora_config(cfg, task_type="CAUSAL_LM"),
                          callbacks=trainer_callbacks(ctx, measure=measure, reference=reference,
                                                      tokenizer=tokenizer, kl_every=cfg.kl_every))
     out = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, checkpoints))
@@ -88,7 +95,8 @@ def run(ctx: RunContext) -> MethodResult:
                               true_reward=ctx.true_reward)
     ctx.reporter.metrics(trainer.state.global_step, metrics)
     path = ctx.output_dir / "policy"
-    meta = model_save(trainer.model, tokenizer, path)
+    lora = lora_meta(cfg, trainer.model)
+    meta = model_save(lora_merged(trainer.model), tokenizer, path)
     return MethodResult(metrics=metrics, models=[ProducedModel(
         name=f"sft-{cfg.targets}" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
-        kind="policy", path=path, meta={**meta, "method": "sft", "targets": cfg.targets})])
+        kind="policy", path=path, meta={**meta, "method": "sft", "targets": cfg.targets, **lora})])
