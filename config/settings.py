@@ -342,6 +342,17 @@ GAPLAB_ARTIFACT_ROOT = Path(envstr("GAPLAB_ARTIFACT_ROOT", str(DATA_DIR / "artif
 GAPLAB_RUN_REPORT_EVERY = envint("GAPLAB_RUN_REPORT_EVERY", 5)
 # Checkpoints every this many steps (a resumed run restarts from the last one).
 GAPLAB_RUN_CHECKPOINT_EVERY = envint("GAPLAB_RUN_CHECKPOINT_EVERY", 50)
+# Processes (GPUs) one training run uses on this GPU worker, through `accelerate launch`
+# (training/distributed.py): 1 = in the worker's own process; N > 1 = N data-parallel ranks,
+# each with its share of every batch (effective batch = N x batch_size); "auto" = every visible
+# GPU. Only methods that train (reward_model, sft, dpo, rlhf, rest) use them. Without a GPU,
+# N > 1 needs GAPLAB_RUN_PROCESSES_CPU=1 (gloo ranks on the CPU: tests of the same path).
+GAPLAB_RUN_PROCESSES = envstr("GAPLAB_RUN_PROCESSES", "1").strip().lower()
+if GAPLAB_RUN_PROCESSES != "auto" and not (GAPLAB_RUN_PROCESSES.isdigit()
+                                           and int(GAPLAB_RUN_PROCESSES) >= 1):
+    raise ValueError(f"GAPLAB_RUN_PROCESSES must be 'auto' or a whole number >= 1, got "
+                     f"{GAPLAB_RUN_PROCESSES!r}")
+GAPLAB_RUN_PROCESSES_CPU = envbool("GAPLAB_RUN_PROCESSES_CPU", False)
 # The AI judge's OpenAI-compatible backend, when configured (both needed).
 GAPLAB_JUDGE_URL = envstr("GAPLAB_JUDGE_URL")
 GAPLAB_JUDGE_KEY = envstr("GAPLAB_JUDGE_KEY")

@@ -1,6 +1,6 @@
 """The bridge from a transformers ``Trainer`` to a run's reporter: progress, metrics and the
 heartbeat every ``GAPLAB_RUN_REPORT_EVERY`` steps, the checkpoint it saved, and a cancel obeyed
-at the next report (imports transformers: worker-only)."""
+at the next report, by every rank of a launched run at once (imports transformers: worker-only)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class ReporterCallback(TrainerCallback):
         return self.total if self.total is not None else state.max_steps + self.offset
 
     def on_step_end(self, args, state, control, **kwargs):
+        # Every rank of a launched run asks at the same steps: its reporter's ``cancelled()`` is
+        # a collective there (``training.distributed.RankReporter``: rank 0's answer broadcast),
+        # so all ranks stop at one step and none waits alone in the next gradient all-reduce.
         if state.global_step % self.every == 0:
             self.reporter.progress(self.offset + state.global_step, self._total(state))
             if self.reporter.cancelled():

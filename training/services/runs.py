@@ -10,7 +10,10 @@ import hashlib
 import itertools
 import logging
 import os
+import shutil
+import signal
 import subprocess
+import time
 import traceback
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,8 +34,9 @@ from annotation.services.jobs import (
     job_succeed,
 )
 from annotation.services.snapshots import snapshot_rows
+from training.distributed import LaunchOutcome
 from training.methods import ConfigError, method_config_clean, method_module
-from training.methods.base import MethodResult, ModelRef, RunContext
+from training.methods.base import MethodResult, ModelRef, Reporter, RunContext
 from training.models import ModelKind, RegisteredModel, RunArtifact, Sweep, TrainingRun
 from training.rewards import true_reward_for
 from training.services.progress import RunReporter
@@ -226,7 +230,9 @@ def model_ref(model: RegisteredModel | None) -> ModelRef | None:
                     tokenizer_path=model.tokenizer.path if model.tokenizer_id else "")
 
 
-def _context(run: TrainingRun, reporter: RunReporter) -> RunContext:
+def run_context(run: TrainingRun, reporter: Reporter) -> RunContext:
+    """What the run's method gets: its config, inputs, output folder and ``reporter`` (the same
+    for an attempt in the worker's process and for each rank of a launched one)."""
     resume = Path(run.last_checkpoint) if run.last_checkpoint else None
     campaign = run.snapshot.campaign if run.snapshot_id else run.campaign
     return RunContext(
@@ -294,46 +300,196 @@ def _record_outputs(run: TrainingRun, result: MethodResult) -> list[int]:
     return ids
 
 
+# Methods that train through a transformers ``Trainer`` (data-parallel under ``accelerate
+# launch``); best_of_n and ai_judge only sample or label, in the worker's own process.
+LAUNCHED_METHODS = frozenset({"reward_model", "sft", "dpo", "rlhf", "rest"})
+_CHILD_POLL_SECONDS = 1.0
+_CHILD_CHECK_SECONDS = 5.0  # how often the waiting worker reads the row (cancel, ownership)
+# Rank 0 obeys a cancel (or a lost attempt) at its next report; a launch still alive this long
+# after the worker saw it (ranks stuck in a collective, a hung load) is stopped from outside.
+_CHILD_STOP_GRACE_SECONDS = 60.0
+
+
+def run_processes(*, method: str) -> int:
+    """How many processes an attempt of ``method`` uses on this worker.
+
+    ``GAPLAB_RUN_PROCESSES`` ("auto" = every visible GPU), at most the visible GPUs; 1 for a
+    method outside ``LAUNCHED_METHODS``; 1 without a GPU unless ``GAPLAB_RUN_PROCESSES_CPU``
+    allows gloo ranks on the CPU (tests: the same launch, collectives and reports as on GPUs).
+    """
+    wanted = str(settings.GAPLAB_RUN_PROCESSES).strip().lower()
+    if method not in LAUNCHED_METHODS or wanted == "1":
+        return 1
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        return gpus if wanted == "auto" else max(1, min(int(wanted), gpus))
+    if wanted == "auto" or not settings.GAPLAB_RUN_PROCESSES_CPU:
+        return 1
+    return max(1, int(wanted))
+
+
+def attempt_context(run: TrainingRun, reporter: Reporter) -> RunContext:
+    """The run's context for this attempt, its output folder made, a resume logged."""
+    ctx = run_context(run, reporter)
+    if ctx.resume_from is not None:
+        reporter.log(f"resuming from {ctx.resume_from}")
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    return ctx
+
+
 def run_execute(*, run_id: int) -> TrainingRun | None:
     """Run one attempt of a run in this worker (the ``training.run_execute`` task's body).
 
     Idempotent under redelivery (``job_start``). An exception fails the run with its
     traceback; a cancel seen by the reporter ends it cancelled; an attempt that lost ownership
-    to the reaper writes nothing more.
+    to the reaper writes nothing more. With ``run_processes`` > 1 the method runs in
+    ``accelerate launch`` processes (``training.distributed``, rank 0 reporting) while this
+    process keeps the heartbeat, then finishes the attempt the same way.
     """
     run = job_start(TrainingRun, job_id=run_id)
     if run is None:
         return None
-    reporter = RunReporter(run)
+    reporter: RunReporter | None = RunReporter(run)
     reporter.log(f"attempt {run.attempts} of {run.max_attempts} on {run.worker}")
     try:
+        processes = run_processes(method=run.method)
         with job_heartbeat(run):
-            ctx = _context(run, reporter)
-            if ctx.resume_from is not None:
-                reporter.log(f"resuming from {ctx.resume_from}")
-            ctx.output_dir.mkdir(parents=True, exist_ok=True)
-            reporter.flush()
-            result = method_module(run.method).run(ctx)
-        reporter.flush()
-        if reporter.lost:
-            log.warning("run #%s: attempt %s lost ownership; its result is dropped",
-                        run.pk, run.attempts)
-            return run
-        metrics = {k: float(v) for k, v in result.metrics.items()}
-        if reporter.cancel_seen:
-            job_cancelled(run, reason=f"Cancelled at step {run.step}.", result=metrics)
-            return run
-        with transaction.atomic():
-            model_ids = _record_outputs(run, result)
-            job_succeed(run, result={**metrics, "registered_models": model_ids},
-                        output_dir=str(ctx.output_dir))
+            if processes > 1:
+                reporter.log(f"launching {processes} processes (accelerate)")
+                reporter.flush()
+                reporter = None  # the launched rank 0 speaks for the run until it exits
+                outcome = _launch(run, processes=processes)
+                reporter = _reporter_after_launch(run, lost=outcome.lost,
+                                                  cancelled=outcome.cancelled)
+                result = outcome.result
+            else:
+                ctx = attempt_context(run, reporter)
+                reporter.flush()
+                result = method_module(run.method).run(ctx)
+        _attempt_finish(run, reporter, result)
     except Exception:
         reason = traceback.format_exc()
         log.exception("run #%s failed", run.pk)
+        reporter = reporter or _reporter_after_launch(run)
         reporter.log(reason.strip().splitlines()[-1])
         reporter.flush()
         job_fail(run, reason=reason[-5000:])
     return run
+
+
+def _attempt_finish(run: TrainingRun, reporter: RunReporter, result: MethodResult) -> None:
+    """Record the attempt's outcome: nothing when it lost the run, cancelled when a cancel was
+    seen, else its models, artifacts and metrics, succeeded."""
+    reporter.flush()
+    if reporter.lost:
+        log.warning("run #%s: attempt %s lost ownership; its result is dropped",
+                    run.pk, run.attempts)
+        return
+    metrics = {k: float(v) for k, v in result.metrics.items()}
+    metrics.setdefault("processes", 1.0)
+    if reporter.cancel_seen:
+        job_cancelled(run, reason=f"Cancelled at step {run.step}.", result=metrics)
+        return
+    with transaction.atomic():
+        model_ids = _record_outputs(run, result)
+        job_succeed(run, result={**metrics, "registered_models": model_ids},
+                    output_dir=str(run_dir(run)))
+
+
+def _reporter_after_launch(run: TrainingRun, *, lost: bool = False,
+                           cancelled: bool = False) -> RunReporter:
+    """The worker's reporter again, from what the launched rank 0 wrote (its log tail, step,
+    checkpoint), with what it saw: a lost attempt, a cancel."""
+    run.refresh_from_db(fields=["step", "total_steps", "log_tail", "last_checkpoint"])
+    reporter = RunReporter(run)
+    reporter.lost, reporter.cancel_seen = lost, cancelled
+    return reporter
+
+
+def _launch(run: TrainingRun, *, processes: int) -> LaunchOutcome:
+    """Run the attempt as ``processes`` ranks (``training.distributed``) and wait for them.
+
+    Their output goes to ``launch/attempt-<n>/output.log`` in the run's folder, rank 0's
+    result to ``result.json`` there. A launch that exits with an error raises with the failing
+    rank's traceback (or the output's tail). The ranks stop themselves at a cancel or a lost
+    attempt; one still running ``_CHILD_STOP_GRACE_SECONDS`` after this process saw it is
+    stopped (SIGTERM, then SIGKILL, to its process group).
+    """
+    from training.distributed import launch_command, launch_failure, result_load
+
+    folder = run_dir(run) / "launch" / f"attempt-{run.attempts}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get(
+               "DJANGO_SETTINGS_MODULE", "config.settings"),
+           "PYTHONUNBUFFERED": "1", "GAPLAB_RUN_PARENT_PID": str(os.getpid()),
+           # The ranks run with this worker's effective run settings.
+           "GAPLAB_ARTIFACT_ROOT": str(settings.GAPLAB_ARTIFACT_ROOT),
+           "GAPLAB_RUN_REPORT_EVERY": str(settings.GAPLAB_RUN_REPORT_EVERY),
+           "GAPLAB_RUN_CHECKPOINT_EVERY": str(settings.GAPLAB_RUN_CHECKPOINT_EVERY)}
+    with (folder / "output.log").open("wb") as out:
+        proc = subprocess.Popen(
+            launch_command(run_id=run.pk, attempt=run.attempts, processes=processes,
+                           folder=folder),
+            cwd=settings.BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code, stopped = _launch_wait(run, proc)
+        finally:
+            if proc.poll() is None:  # this process is being stopped: so are its ranks
+                _launch_stop(proc)
+    if stopped is not None:
+        return LaunchOutcome(result=MethodResult(), lost=stopped == "lost",
+                             cancelled=stopped == "cancelled")
+    if code != 0:
+        raise RuntimeError(f"The {processes} launched processes failed (exit code {code}):\n"
+                           f"{launch_failure(folder)}")
+    return result_load(folder / "result.json")
+
+
+def _launch_wait(run: TrainingRun, proc: subprocess.Popen) -> tuple[int, str | None]:
+    """(exit code, why it was stopped from here: "cancelled", "lost" or None)."""
+    stop_at: float | None = None
+    why: str | None = None
+    next_check = time.monotonic() + _CHILD_CHECK_SECONDS
+    while True:
+        try:
+            return proc.wait(timeout=_CHILD_POLL_SECONDS), None
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if why is None and now >= next_check:
+            next_check = now + _CHILD_CHECK_SECONDS
+            row = TrainingRun.objects.filter(pk=run.pk).values(
+                "cancel_requested", "status", "attempts").first()
+            if row is None or row["status"] != JobStatus.RUNNING or (
+                    row["attempts"] != run.attempts):
+                why = "lost"
+            elif row["cancel_requested"]:
+                why = "cancelled"
+            if why is not None:
+                stop_at = now + _CHILD_STOP_GRACE_SECONDS
+        if stop_at is not None and now >= stop_at:
+            log.warning("run #%s: launched processes still running %.0f s after the attempt "
+                        "was %s; stopping them", run.pk, _CHILD_STOP_GRACE_SECONDS, why)
+            return _launch_stop(proc), why
+
+
+def _launch_stop(proc: subprocess.Popen) -> int:
+    """SIGTERM the launch's process group (the launcher passes it to its ranks), SIGKILL it
+    after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
 
 
 def model_register(*, name: str, kind: str, path: str | os.PathLike,
