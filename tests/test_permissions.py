@@ -79,7 +79,7 @@ MATRIX = [
 
 @pytest.fixture
 def world(cast, tmp_path, settings):
-    from training.models import RunArtifact, Sweep, TrainingRun
+    from training.models import ModelKind, RegisteredModel, RunArtifact, Sweep, TrainingRun
     from training.services.runs import run_create
 
     campaign = CampaignFactory()
@@ -89,7 +89,10 @@ def world(cast, tmp_path, settings):
     export = PreferenceExport.objects.create(
         campaign=campaign, status=PreferenceExport.Status.SUCCEEDED, path=str(path)
     )
-    run = run_create(method="ai_judge", campaign=campaign)
+    reward = tmp_path / "rm"
+    reward.mkdir()
+    rm = RegisteredModel.objects.create(name="rm", kind=ModelKind.REWARD, path=str(reward))
+    run = run_create(method="ai_judge", campaign=campaign, reward_models=[rm])
     TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED)
     settings.GAPLAB_ARTIFACT_ROOT = tmp_path
     (tmp_path / "labels.jsonl").write_text("{}\n")
