@@ -263,7 +263,7 @@ def _weighted_trainer() -> type:
             weight = inputs.pop("weight", None)
             model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask",
                                                    "token_type_ids") if k in inputs}
-            if getattr(model.config, "use_cache", None) is not None:
+            if getattr(self.model.config, "use_cache", None) is not None:  # unwrapped (DDP)
                 model_inputs["use_cache"] = False  # decoders: no KV cache while training
             outputs = model(**model_inputs)
             rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), 2)
