@@ -152,16 +152,17 @@ class RankReporter:
 
     def _parent_gone(self) -> bool:
         """The worker that launched the ranks died (SIGKILL): nobody will record the result,
-        and the reaper will give the run to a new attempt once the heartbeat stops."""
+        and the reaper gives the run to a new attempt once the heartbeat stops. It is gone when
+        it is no longer among this process's ancestors (its children are re-parented when it
+        exits, zombie or not)."""
         if self.parent_pid is None:
             return False
+        import psutil
+
         try:
-            os.kill(self.parent_pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
+            return self.parent_pid not in {p.pid for p in psutil.Process().parents()}
+        except psutil.Error:
             return False
-        return False
 
     def cancelled(self) -> bool:
         if self.stopped:

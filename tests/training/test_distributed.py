@@ -10,6 +10,8 @@ under the test's artifact root; the eager task runs ``run_execute`` inside ``run
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,12 +20,20 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from annotation.models import JobStatus
 from tests.training.support import world_snapshot
-from tests.worker_support import worker_database_url
+from tests.worker_support import ROOT, worker_database_url, worker_env
+from training.methods import method_config_clean
 from training.models import ModelKind, RegisteredModel, RunMetric, TrainingRun
-from training.services.runs import model_register, run_cancel, run_create, run_dir
+from training.services.runs import (
+    model_register,
+    run_cancel,
+    run_create,
+    run_dir,
+    run_resume,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -53,6 +63,7 @@ def _failure(run: TrainingRun) -> str:
 
 def test_an_sft_run_on_two_processes_reports_once_and_registers_its_policy(world):
     snapshot, tiny = world
+    private_before = set(Path(tempfile.gettempdir()).glob("gaplab-run*-rank*-*"))
     run = run_create(method="sft", snapshot=snapshot, base_model=tiny["policy"],
                      config={**SFT, "max_steps": 6})
     run.refresh_from_db()
@@ -72,11 +83,24 @@ def test_an_sft_run_on_two_processes_reports_once_and_registers_its_policy(world
     assert run.artifacts.filter(name__startswith="policy/").exists()
     assert not run.artifacts.filter(name__startswith="launch/").exists()
     # The other rank's private folder, with its own copy of the policy, is gone.
-    assert not list(Path(tempfile.gettempdir()).glob(f"gaplab-run{run.pk}-rank1-*"))
+    assert set(Path(tempfile.gettempdir()).glob("gaplab-run*-rank*-*")) <= private_before
 
 
-def test_a_cancel_stops_both_ranks_at_one_step(world):
+def test_a_reward_model_trains_on_two_processes(world):
+    """The reward trainer's own loss sees the model wrapped in DDP on every rank."""
     snapshot, tiny = world
+    run = run_create(method="reward_model", snapshot=snapshot, base_model=tiny["reward"],
+                     config={"max_steps": 4, "batch_size": 4})
+    run.refresh_from_db()
+    assert run.status == JobStatus.SUCCEEDED, _failure(run)
+    assert run.result["processes"] == 2
+    assert RegisteredModel.objects.get(produced_by=run).kind == ModelKind.REWARD
+
+
+def test_a_cancel_stops_both_ranks_at_one_step_and_both_resume_from_its_checkpoint(
+        world, settings):
+    snapshot, tiny = world
+    settings.GAPLAB_RUN_CHECKPOINT_EVERY = 2
     seen: dict[str, int] = {}
 
     def cancel_when_training() -> None:
@@ -104,6 +128,65 @@ def test_a_cancel_stops_both_ranks_at_one_step(world):
     result = json.loads((run_dir(run) / "launch" / "attempt-1" / "result.json").read_text())
     assert result["cancelled"] and not result["lost"] and not result["models"]
     assert not RegisteredModel.objects.filter(produced_by=run).exists()
+
+    # Resumed, with 4 steps left: rank 0 restarts from the shared checkpoint, the other rank
+    # from its private copy of it. Ranks at different steps would fail or hang in the
+    # all-reduce once rank 0 is done.
+    checkpoint = int(Path(run.last_checkpoint).name.removeprefix("checkpoint-"))
+    TrainingRun.objects.filter(pk=run.pk).update(
+        config={**run.config, "max_steps": checkpoint + 4})
+    run_resume(run=run)  # the eager task runs the second attempt here
+    run.refresh_from_db()
+    assert run.status == JobStatus.SUCCEEDED and run.attempts == 2, _failure(run)
+    assert f"resuming from {run_dir(run)}" in run.log_tail
+    assert run.step == run.result["steps"] == checkpoint + 4
+    assert RegisteredModel.objects.filter(produced_by=run, kind=ModelKind.POLICY).exists()
+
+
+def test_ranks_whose_worker_was_killed_stop_by_themselves(world, tmp_path):
+    """A SIGKILLed worker leaves its launched ranks behind; rank 0 notices at its next report
+    that the worker is gone and every rank stops, writing nothing more to the run."""
+    import psutil
+
+    snapshot, tiny = world
+    run = TrainingRun.objects.create(
+        method="sft", config=method_config_clean("sft", {**SFT, "max_steps": 2000}),
+        snapshot=snapshot, base_model=tiny["policy"], status=JobStatus.QUEUED,
+        queued_at=timezone.now(), max_attempts=1)
+    env = worker_env(GAPLAB_RUN_PROCESSES="2", GAPLAB_RUN_PROCESSES_CPU="1",
+                     GAPLAB_RUN_REPORT_EVERY="2",
+                     GAPLAB_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+    code = ("import django; django.setup(); from training.services.runs import run_execute; "
+            f"run_execute(run_id={run.pk})")
+    private_before = set(Path(tempfile.gettempdir()).glob("gaplab-run*-rank*-*"))
+    worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launched: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and worker.poll() is None:
+            run.refresh_from_db()
+            if run.step >= 2:
+                break
+            time.sleep(0.2)
+        assert run.step >= 2, _failure(run)
+        launched = psutil.Process(worker.pid).children(recursive=True)
+        assert len(launched) >= 3  # the launcher and two ranks
+        worker.kill()
+        worker.wait(timeout=10)
+        _, alive = psutil.wait_procs(launched, timeout=90)
+        assert not alive, f"still running: {alive}"
+        run.refresh_from_db()
+        stopped_at = run.step
+        assert run.status == JobStatus.RUNNING and stopped_at < 2000
+        assert "processes (gloo on cpu)" in run.log_tail
+        assert set(Path(tempfile.gettempdir()).glob("gaplab-run*-rank*-*")) <= private_before
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        for proc in launched:
+            if proc.is_running():
+                proc.kill()
 
 
 def test_a_rank_that_raises_fails_the_run_with_its_traceback(world, tmp_path):

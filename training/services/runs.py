@@ -441,7 +441,8 @@ def _launch(run: TrainingRun, *, processes: int) -> LaunchOutcome:
             if proc.poll() is None:  # this process is being stopped: so are its ranks
                 _launch_stop(proc)
     if stopped is not None:
-        return LaunchOutcome(result=MethodResult(), lost=stopped == "lost",
+        return LaunchOutcome(result=MethodResult(metrics={"processes": float(processes)}),
+                             lost=stopped == "lost",
                              cancelled=stopped == "cancelled")
     if code != 0:
         raise RuntimeError(f"The {processes} launched processes failed (exit code {code}):\n"
