@@ -19,7 +19,14 @@ N × ``batch_size``).
   next collective: ``RankReporter.cancelled`` is itself a collective (rank 0's answer, broadcast),
   and every rank asks at the same points, since every rank runs the same method code.
 - A rank that raises writes its traceback to ``FOLDER/error-rank<r>.txt``; the launcher then
-  stops the others and the worker fails the run with it.
+  stops the others and the worker fails the run with it. A worker that dies (SIGKILL) is seen
+  by rank 0 at its next report (``RankReporter``), and the ranks stop without writing.
+
+Limits: the other ranks' RNG states saved with a checkpoint go to their private folders and are
+lost, so on resume only rank 0 restores its own (tiny models have no dropout; data order comes
+from the seeded sampler). Ranks must take the same branches: sampling is seeded identically on
+every rank, but on GPUs it need not be bit-identical, so a ReST round that keeps no sample on one
+rank only would leave the others waiting.
 
 Post-training work (the KL measurement, sampling, saving) runs on every rank, as the methods
 are written for one process: correct with the private folders, but the other ranks' copies of it
