@@ -50,6 +50,7 @@ from training.methods.base import (
     ConfigError,
     MethodResult,
     ModelRef,
+    ProducedModel,
     Reporter,
     RewardFunction,
     RunContext,
@@ -434,6 +435,28 @@ def policy_measure(policy: Any, reference: Any, tokenizer: Any, measure: Measure
         if name in scored:
             out[name], out[f"{name}_se"] = mean_se(scored[name])
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def policy_finish(ctx: RunContext, *, policy: Any, reference: Any, tokenizer: Any,
+                  measure: Measure, metrics: dict[str, float], step: int, name: str,
+                  meta: dict[str, Any], ensemble: RewardEnsemble | None = None) -> MethodResult:
+    """The end every policy-training method shares: measure the trained policy
+    (``policy_measure``) and report it at ``step``, merge any LoRA adapter, save the policy
+    under ``<output_dir>/policy`` and return it as the run's produced model. ``name`` gets the
+    run id; ``meta`` joins the saved model's own (architecture, parameters, LoRA)."""
+    from training.modeling import model_save
+
+    metrics = metrics | policy_measure(
+        policy, reference, tokenizer, measure,
+        ensemble=ensemble if ensemble is not None else RewardEnsemble(ctx.reward_models),
+        true_reward=ctx.true_reward)
+    ctx.reporter.metrics(step, metrics)
+    path = ctx.output_dir / "policy"
+    lora = lora_meta(ctx.config, policy)
+    saved = model_save(lora_merged(policy), tokenizer, path)
+    return MethodResult(metrics=metrics, models=[ProducedModel(
+        name=name + (f" run #{ctx.run_id}" if ctx.run_id else ""), kind="policy", path=path,
+        meta={**saved, **meta, **lora})])
 
 
 # --- LoRA -------------------------------------------------------------------------------------

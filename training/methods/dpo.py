@@ -40,18 +40,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from training.methods.base import ConfigError, MethodResult, ProducedModel, RunContext, opt
+from training.methods.base import ConfigError, MethodResult, RunContext, opt
 from training.methods.common import (
     Measure,
     MeasureFields,
-    RewardEnsemble,
     TrainerFields,
     lora_config,
-    lora_merged,
-    lora_meta,
     measure_reference,
+    policy_finish,
     policy_load,
-    policy_measure,
     resume_checkpoint,
     trainer_callbacks,
     training_args,
@@ -144,7 +141,6 @@ def run(ctx: RunContext) -> MethodResult:
     import datasets
     from trl import DPOConfig
 
-    from training.modeling import model_save
 
     cfg: Config = ctx.config
     smoothing = label_smoothing_resolve(cfg, ctx.noise_epsilon)
@@ -177,15 +173,8 @@ def run(ctx: RunContext) -> MethodResult:
                "label_smoothing": smoothing}
     if ctx.reporter.cancelled():
         return MethodResult(metrics=metrics)
-    metrics |= policy_measure(trainer.model, reference, tokenizer, measure,
-                              ensemble=RewardEnsemble(ctx.reward_models),
-                              true_reward=ctx.true_reward)
-    ctx.reporter.metrics(trainer.state.global_step, metrics)
-    path = ctx.output_dir / "policy"
-    lora = lora_meta(cfg, trainer.model)
-    meta = model_save(lora_merged(trainer.model), tokenizer, path)
-    return MethodResult(metrics=metrics, models=[ProducedModel(
-        name=f"dpo-{cfg.loss_type} β={cfg.beta:g}" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
-        kind="policy", path=path,
-        meta={**meta, "method": "dpo", "loss_type": cfg.loss_type, "beta": cfg.beta,
-              "label_smoothing": smoothing, **lora})])
+    return policy_finish(ctx, policy=trainer.model, reference=reference, tokenizer=tokenizer,
+                         measure=measure, metrics=metrics, step=trainer.state.global_step,
+                         name=f"dpo-{cfg.loss_type} β={cfg.beta:g}",
+                         meta={"method": "dpo", "loss_type": cfg.loss_type, "beta": cfg.beta,
+                               "label_smoothing": smoothing})

@@ -52,7 +52,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from training.methods.base import ConfigError, MethodResult, ProducedModel, RunContext, opt
+from training.methods.base import ConfigError, MethodResult, RunContext, opt
 from training.methods.common import MeasureFields, TrainerFields, with_report_artifacts
 
 REQUIRES: frozenset[str] = frozenset({"snapshot", "base_model", "reward_models"})
@@ -145,19 +145,17 @@ def run(ctx: RunContext) -> MethodResult:
         Measure,
         RewardEnsemble,
         lora_config,
-        lora_merged,
-        lora_meta,
         lora_on,
         measure_reference,
+        policy_finish,
         policy_load,
-        policy_measure,
         reference_is_base,
         resume_checkpoint,
         rows_prompts,
         trainer_callbacks,
         training_args,
     )
-    from training.modeling import device_choice, model_save
+    from training.modeling import device_choice
 
     cfg: Config = ctx.config
     if not ctx.reward_models:
@@ -218,14 +216,8 @@ def run(ctx: RunContext) -> MethodResult:
     if ctx.reporter.cancelled():
         return MethodResult(metrics=metrics)
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    metrics |= policy_measure(policy, reference, tokenizer, measure, ensemble=ensemble,
-                              true_reward=ctx.true_reward)
-    ctx.reporter.metrics(trainer.state.global_step, metrics)
-    path = ctx.output_dir / "policy"
-    lora = lora_meta(cfg, policy)
-    meta = model_save(lora_merged(policy), tokenizer, path)
-    return MethodResult(metrics=metrics, models=[ProducedModel(
-        name=f"rlhf β={cfg.kl_coef:g}" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
-        kind="policy", path=path,
-        meta={**meta, "method": "rlhf", "algorithm": "rloo", "kl_coef": cfg.kl_coef,
-              "reference": reference_ref.path, **lora})])
+    return policy_finish(ctx, policy=policy, reference=reference, tokenizer=tokenizer,
+                         measure=measure, metrics=metrics, step=trainer.state.global_step,
+                         name=f"rlhf β={cfg.kl_coef:g}", ensemble=ensemble,
+                         meta={"method": "rlhf", "algorithm": "rloo", "kl_coef": cfg.kl_coef,
+                               "reference": reference_ref.path})

@@ -19,18 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.methods.base import MethodResult, ProducedModel, RunContext, opt
+from training.methods.base import MethodResult, RunContext, opt
 from training.methods.common import (
     Measure,
     MeasureFields,
-    RewardEnsemble,
     TrainerFields,
     lora_config,
-    lora_merged,
-    lora_meta,
     measure_reference,
+    policy_finish,
     policy_load,
-    policy_measure,
     resume_checkpoint,
     sft_examples,
     trainer_callbacks,
@@ -66,7 +63,6 @@ def run(ctx: RunContext) -> MethodResult:
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from training.modeling import model_save
 
     cfg: Config = ctx.config
     examples = sft_examples(ctx.rows or [], targets=cfg.targets, distinct=cfg.distinct)
@@ -90,13 +86,7 @@ def run(ctx: RunContext) -> MethodResult:
                "steps": float(trainer.state.global_step)}
     if ctx.reporter.cancelled():
         return MethodResult(metrics=metrics)
-    metrics |= policy_measure(trainer.model, reference, tokenizer, measure,
-                              ensemble=RewardEnsemble(ctx.reward_models),
-                              true_reward=ctx.true_reward)
-    ctx.reporter.metrics(trainer.state.global_step, metrics)
-    path = ctx.output_dir / "policy"
-    lora = lora_meta(cfg, trainer.model)
-    meta = model_save(lora_merged(trainer.model), tokenizer, path)
-    return MethodResult(metrics=metrics, models=[ProducedModel(
-        name=f"sft-{cfg.targets}" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
-        kind="policy", path=path, meta={**meta, "method": "sft", "targets": cfg.targets, **lora})])
+    return policy_finish(ctx, policy=trainer.model, reference=reference, tokenizer=tokenizer,
+                         measure=measure, metrics=metrics, step=trainer.state.global_step,
+                         name=f"sft-{cfg.targets}",
+                         meta={"method": "sft", "targets": cfg.targets})
