@@ -378,7 +378,6 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Gaplab ---------------------------------------------------------------------------------
 GAPLAB_EXPORT_DIR = Path(envstr("GAPLAB_EXPORT_DIR", str(DATA_DIR / "exports")))
-GAPLAB_MODEL_DIR = Path(envstr("GAPLAB_MODEL_DIR", str(DATA_DIR / "models")))
 GAPLAB_IMPORT_MAX_BYTES = envint("GAPLAB_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 GAPLAB_IMPORT_MAX_ROWS = envint("GAPLAB_IMPORT_MAX_ROWS", 200_000)
 # Exports per requester: in flight at once, per hour; files are deleted after the retention.
