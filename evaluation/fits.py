@@ -37,15 +37,35 @@ with a peak near the plateau. A peak is reported only if all of these hold:
 (3) the interval of d* lies inside [d_lo, d_hi]. With replicates, each replicate applies (1)
     and (2) itself and one without a peak counts as d* = +∞, so (3) holds only if at least
     1 − (1 − level)/2 of the replicates (95% at level 0.9) find an interior peak that beats the
-    monotone family: a one-sided bootstrap test.
-A peak that (1) finds but (2) or (3) rejects is reported as no peak with the reason.
+    monotone family: a one-sided bootstrap test;
+(4) **the data fall after d*** (``GoldFit.decline``): the observed gold at the fitted point
+    nearest d* exceeds the observed gold at the largest d by more than its sampling error, a
+    one-sided test at (1 − level)/2 (5% at level 0.9). With replicates the difference is taken
+    replicate by replicate on the shared resamples (a paired bootstrap: its lower percentile
+    must be > 0); without them its standard error is √(se_j² + se_last²) with given standard
+    errors (normal quantile), or σ̂√2 from the peaked fit's residuals (t on n − 2).
+Why (4): (1)–(3) compare *shapes*, and a shape can win where the data never turn down. Tilting
+puts many points near d = √log K (the pool's top sample takes all the weight), and where a
+bounded utility has already levelled off there (P4 on the arithmetic world, r̂ = r* + N(0, 0.5²):
+gold 0.834, 0.950, 0.965, 0.966 at d = 0.94, 1.35, 1.55, 1.63) those points pin a parabola's
+vertex inside the range and outweigh the few early points where the saturating family fits
+better: d* = 1.53 [1.50, 1.56] passed (1)–(3). Over-optimisation is a claim that gold *falls*
+with more pressure, so the rule now asks the data for that fall directly, at the d* the fit
+claims (a point fixed by the whole fit, not the noisiest local maximum, which would carry a
+winner's curse), rather than adding ever more monotone shapes.
+A peak that (1) finds but (2), (3) or (4) rejects is reported as no peak with the reason.
 
 **Measured** (seeded, ``tests/evaluation/test_fits.py`` and a 40-seed run of its worlds, K = 16,
 1,500 prompts, 300 replicates): false peaks 0/40 for tilting (both forms) and best-of-n with
 independent noise, 0/40 for a bounded 0/1 utility that saturates; peaks found 40/40 with a rare
 exploitable feature (extremal Goodhart), and the best-of-n d* interval covered the d* fitted on
 40,000 prompts in 38/40. On 12 independent points of 1 − e^{−d} (covariance path) 4% false peaks,
-the one-sided 5% the rule allows. **Misfit is not in the intervals:** on that same world the
+the one-sided 5% the rule allows. Those runs predate rule 4; rechecked with it on 10 seeds of
+the same worlds: false peaks still 0/10 each, peaks with the exploitable feature still found as
+before (tilting 9/10 with the best-of-n form, 10/10 with the RL form, best-of-n 10/10; the one
+miss is rule 3's, unchanged); on the arithmetic world with r̂ = r* + N(0, 0.5²), 400 prompts,
+tilting false peaks went from 10/10 to 0/10 (best-of-n 0/10 both); on 12 points of 1 − e^{−d}
+with noise SD 0.05, from 11/200 to 1/200. **Misfit is not in the intervals:** on that same world the
 tilting gold curve peaks at d = 0.51 on 40,000 prompts while the best-of-n form puts d* at 0.67
 and the RL form at 0.46, each with a narrow interval: the forms are empirical (Gao et al. fit
 them, they do not derive them), and an interval carries sampling error only.
@@ -178,6 +198,26 @@ def _aic(rss: np.ndarray, n: int, known_se: bool, k: int = 2) -> np.ndarray:
         return n * np.log(np.maximum(rss, 0.0) / n) + 2 * k
 
 
+def _decline(
+    d: np.ndarray, y: np.ndarray, d_star: float, level: float, *, boot: np.ndarray | None,
+    se: np.ndarray | None, sigma: float, dof: int,
+) -> Estimate:
+    """Rule 4: gold at the point nearest d* minus gold at the largest d, with a two-sided
+    interval at ``level`` whose lower end is the one-sided test at (1 − level)/2."""
+    j, last = int(np.argmin(np.abs(d - d_star))), int(np.argmax(d))
+    value = float(y[j] - y[last])
+    if j == last:
+        return Estimate(0.0, 0.0, 0.0)  # d* sits at the last point: nothing after it to fall
+    if boot is not None:
+        lo, hi = _quantiles(boot[:, j] - boot[:, last], level)
+        return Estimate(value, float(lo), float(hi))
+    if se is not None:
+        s, q = float(np.hypot(se[j], se[last])), float(stats.norm.ppf((1 + level) / 2))
+    else:
+        s, q = sigma * np.sqrt(2.0), float(stats.t.ppf((1 + level) / 2, max(dof, 1)))
+    return Estimate(value, value - q * s, value + q * s)
+
+
 def _quantiles(x: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     tail = (1 - level) / 2
     # No interpolation: d* replicates hold +inf for "no peak", and inf − inf is nan.
@@ -203,6 +243,9 @@ class GoldFit:
     peak_reported: bool
     reason: str  # why a peak is, or is not, reported
     peak_share: float | None  # share of bootstrap replicates with an interior peak
+    # gold at the point nearest d* minus gold at the largest d, with its interval (rule 4);
+    # None when the fit has no interior d*
+    decline: Estimate | None = None
     params_boot: np.ndarray | None = field(default=None, repr=False)  # (B, 2)
     covariance: np.ndarray | None = field(default=None, repr=False)  # (2, 2)
     dof: int | None = None  # t degrees of freedom when σ was estimated; None: normal
@@ -224,6 +267,7 @@ class GoldFit:
             "peak_reported": self.peak_reported,
             "reason": self.reason,
             "peak_share": self.peak_share,
+            "decline": self.decline.as_dict() if self.decline else None,
         }
 
 
@@ -287,6 +331,7 @@ def gold_fit(
     rss = float(_rss(x, y, w, theta))
     rss_mono = float(_monotone_rss(form, x_d, y, w, d_lo, d_hi))
     known = se is not None
+    se_kept = 1.0 / np.sqrt(w) if known else None
     aic = float(_aic(np.array(rss), n, known))
     aic_mono = float(_aic(np.array(rss_mono), n, known))
     d_star = float(peak_location(form=form, alpha=theta[0], beta=theta[1]))
@@ -356,7 +401,11 @@ def gold_fit(
             gold_iv = (np.nan, np.nan)
 
     inside = d_lo < peak_iv[0] and peak_iv[1] < d_hi
-    reported = interior and better and inside
+    decline = _decline(x_d, y, d_star, level, boot=yb, se=se_kept,
+                       sigma=float(np.sqrt(rss / (n - 2))) if n > 2 else np.inf,
+                       dof=n - 2) if interior else None
+    falls = decline is not None and decline.lo > 0
+    reported = interior and better and inside and falls
     if not theta[1] > 0 or not np.isfinite(d_star):
         reason = "no peak: the fit is not concave (beta <= 0)"
     elif not interior:
@@ -368,6 +417,11 @@ def gold_fit(
     elif not inside:
         reason = (f"no peak: the {level:.0%} interval of d* [{peak_iv[0]:.3g}, {peak_iv[1]:.3g}] "
                   f"leaves the fitted range [{d_lo:.3g}, {d_hi:.3g}]")
+    elif not falls:
+        assert decline is not None
+        reason = (f"no peak: the data do not fall after d* = {d_star:.3g}: gold there minus "
+                  f"gold at d = {d_hi:.3g} is {decline.value:.3g} "
+                  f"[{decline.lo:.3g}, {decline.hi:.3g}]")
     else:
         reason = f"peak at d* = {d_star:.3g} in [{peak_iv[0]:.3g}, {peak_iv[1]:.3g}]"
     peak = peak_gold = None
@@ -378,7 +432,7 @@ def gold_fit(
         form=form, alpha=alpha, beta=beta, interval_method=method, level=level,
         d_range=(d_lo, d_hi), n_points=n, aic=aic, aic_monotone=aic_mono, peak=peak,
         peak_gold=peak_gold, peak_reported=reported, reason=reason, peak_share=share,
-        params_boot=params_boot, covariance=covariance, dof=dof,
+        decline=decline, params_boot=params_boot, covariance=covariance, dof=dof,
     )
 
 

@@ -73,6 +73,7 @@ def test_peaked_curve_with_covariance_intervals_reports_the_peak():
     fit = fits.gold_fit(d=D, gold=obs, form="bon")
     assert fit.peak_reported and fit.peak is not None
     assert fit.peak.lo <= 1.0 / 0.6 <= fit.peak.hi
+    assert fit.decline is not None and fit.decline.lo > 0  # rule 4 from the residual SD
 
 
 @pytest.mark.parametrize("form", fits.FORMS)
@@ -99,6 +100,27 @@ def test_saturating_curve_is_not_a_false_peak(form):
     assert not fit.peak_reported
     assert "monotone fit is not worse" in fit.reason
     assert fit.aic_monotone < fit.aic
+
+
+def test_tilting_on_a_saturated_two_level_utility_is_not_a_false_peak():
+    """P4, rule 4: r* ∈ {1, −0.5} (right or wrong, as in the arithmetic world), r̂ = r* +
+    N(0, 0.5²). Tilting's points crowd near d = √log K where gold has levelled off, and there
+    d(α − βd) beats the monotone family by more than 2 AIC units with a narrow interior d*
+    (rules 1-3 passed: a peak was reported on every seed tried). Gold does not fall after d*,
+    so no peak is reported."""
+    rng = np.random.default_rng(0)
+    true = np.where(rng.random((400, 16)) < 0.5, 1.0, -0.5)
+    proxy = true + 0.5 * rng.normal(size=true.shape)
+    curve = gap.tilting_curve(proxy=proxy, true=true, n_boot=300, seed=0)
+    fit = fits.gold_fit_curve(curve=curve, form="bon")
+    lo, hi = fit.d_range
+    assert fit.aic_monotone - fit.aic > fits.AIC_MARGIN  # the shape alone prefers a peak
+    naive = float(fits.peak_location(form="bon", alpha=fit.alpha.value, beta=fit.beta.value))
+    assert lo < naive < hi
+    assert not fit.peak_reported and fit.peak is None
+    assert fit.reason.startswith("no peak: the data do not fall after d*"), fit.reason
+    assert fit.decline is not None and fit.decline.lo <= 0
+    assert json.loads(json.dumps(fit.as_dict()))["decline"]["lo"] <= 0
 
 
 def test_low_kl_fit_extrapolates_within_its_band():
@@ -178,6 +200,7 @@ def test_an_exploitable_bias_shows_a_peak_and_best_of_n_locates_it():
         fit = fits.gold_fit_curve(curve=curve, form=form)
         assert fit.peak_reported and fit.peak is not None
         assert fit.d_range[0] < fit.peak.lo <= fit.peak.value <= fit.peak.hi < fit.d_range[1]
+        assert fit.decline is not None and fit.decline.lo > 0  # rule 4: the data fall
     ns = np.arange(1, 17)
     fit = fits.gold_fit_curve(
         curve=gap.best_of_n_curve(proxy=proxy, true=true, ns=ns, n_boot=300), form="bon")
