@@ -321,8 +321,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Training tasks are named "training.<name>" and also name queue "gpu" themselves.
-CELERY_TASK_ROUTES = {"training.*": {"queue": "gpu"}}
+# Training tasks ("training.<name>") and experiments run on "gpu"; their jobs also name the
+# queue at each publish (Job.job_queue, through the outbox).
+CELERY_TASK_ROUTES = {"training.*": {"queue": "gpu"},
+                      "evaluation.experiment_execute": {"queue": "gpu"}}
 CELERY_TASK_ALWAYS_EAGER = envbool("GAPLAB_CELERY_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SOFT_TIME_LIMIT = envint("GAPLAB_TASK_SOFT_TIME_LIMIT", 3300)

@@ -17,6 +17,7 @@ urlpatterns = [
         url_name="api-schema", template_name="api/swagger_ui.html"), name="api-docs"),
     path("api/", include("annotation.urls.api")),
     path("api/v1/training/", include("training.urls.api")),
+    path("api/v1/experiments/", include("evaluation.urls.api")),
     path("quality/", include("annotation.urls.quality")),
     path("training/", include("training.urls")),
     path("", include("annotation.urls.annotate")),

@@ -18,7 +18,8 @@ LOGIN = "redirect:/accounts/login/"
 ADMIN_LOGIN = "redirect:/admin/login/"
 
 # (method, path template, expected per role in ROLES order). Paths use {c} for a campaign id
-# and {e} for an export id. "redirect:X" means a 302 to a URL starting with X.
+# and {e} for an export id (the other keys: the world fixture). "redirect:X" means a 302 to a
+# URL starting with X.
 MATRIX = [
     ("get", "/", [LOGIN, "redirect:/annotate/", "redirect:/quality/", "redirect:/quality/", 403]),
     ("get", "/annotate/", [LOGIN, 200, 403, 403, 403]),
@@ -74,11 +75,22 @@ MATRIX = [
     ("post", "/api/v1/training/runs/{r}/cancel/", [401, 403, 409, 409, 403]),
     ("post", "/api/v1/training/sweeps/", [401, 403, 400, 400, 403]),
     ("get", "/api/v1/training/sweeps/{s}/", [401, 403, 200, 200, 403]),
+    # Experiments: researchers and admins; {x} is an experiment that has ended (cancel: 409).
+    ("get", "/admin/evaluation/experiment/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),
+    ("get", "/admin/evaluation/experiment/add/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200,
+                                                  ADMIN_LOGIN]),
+    ("get", "/admin/evaluation/experiment/{x}/change/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200,
+                                                         ADMIN_LOGIN]),
+    ("get", "/api/v1/experiments/", [401, 403, 200, 200, 403]),
+    ("post", "/api/v1/experiments/", [401, 403, 400, 400, 403]),
+    ("get", "/api/v1/experiments/{x}/", [401, 403, 200, 200, 403]),
+    ("post", "/api/v1/experiments/{x}/cancel/", [401, 403, 409, 409, 403]),
 ]
 
 
 @pytest.fixture
 def world(cast, tmp_path, settings):
+    from evaluation.models import Experiment
     from training.models import ModelKind, RegisteredModel, RunArtifact, Sweep, TrainingRun
     from training.services.runs import run_create
 
@@ -99,7 +111,9 @@ def world(cast, tmp_path, settings):
     artifact = RunArtifact.objects.create(run=run, name="labels.jsonl", size=3, sha256="0",
                                           path=str(tmp_path / "labels.jsonl"))
     sweep = Sweep.objects.create(method="sft", grid={"seed": [0]})
-    return {"c": campaign.pk, "e": export.pk, "r": run.pk, "a": artifact.pk, "s": sweep.pk}
+    experiment = Experiment.objects.create(status=Experiment.Status.SUCCEEDED)
+    return {"c": campaign.pk, "e": export.pk, "r": run.pk, "a": artifact.pk, "s": sweep.pk,
+            "x": experiment.pk}
 
 
 def _client(cast, role: str) -> Client:

@@ -143,3 +143,14 @@ def test_training_endpoints_are_documented(schema):
     assert "409" in paths["/api/v1/training/runs/{run_id}/cancel/"]["post"]["responses"]
     metrics = paths["/api/v1/training/runs/{run_id}/metrics/"]["get"]
     assert {"name", "after_step", "limit", "offset"} <= {p["name"] for p in metrics["parameters"]}
+
+
+def test_experiment_endpoints_are_documented(schema):
+    paths = schema["paths"]
+    assert {"/api/v1/experiments/", "/api/v1/experiments/{experiment_id}/",
+            "/api/v1/experiments/{experiment_id}/cancel/"} <= set(paths)
+    create = paths["/api/v1/experiments/"]["post"]["responses"]
+    assert {"202", "400", "401", "403"} <= set(create)
+    assert "409" in paths["/api/v1/experiments/{experiment_id}/cancel/"]["post"]["responses"]
+    detail = schema["components"]["schemas"]["_ExperimentDetail"]["properties"]
+    assert {"status", "progress", "stage", "headline", "result"} <= set(detail)

@@ -17,7 +17,8 @@ class Command(BaseCommand):
         "--epsilon, train the reward model(s), apply pressure to pi0's pools and measure the "
         "gap. Prints progress; the last line is one JSON object: {spec_key, seconds, arms: [per "
         "epsilon: epsilon injected/measured/true, per pressure method the gap slope with its "
-        "interval, the peak or \"no peak\", d*]}."
+        "interval, the peak or \"no peak\", d*]}. With --queue it creates an Experiment job on the "
+        "gpu queue instead and ends with {experiment_id, status, queue, spec_key, epsilons}."
     )
 
     def add_arguments(self, parser) -> None:
@@ -45,6 +46,11 @@ class Command(BaseCommand):
         parser.add_argument("--samples", type=int, default=16, help="K samples per prompt.")
         parser.add_argument("--seeds", type=int, default=1, help="Seeds 0..N-1.")
         parser.add_argument("--n-boot", type=int, default=300, help="Bootstrap resamples.")
+        parser.add_argument("--queue", action="store_true",
+                            help="Queue an Experiment job on the gpu queue (a worker runs it; "
+                                 "admin and /api/v1/experiments/ show it) instead of running "
+                                 "here.")
+        parser.add_argument("--name", default="", help="The queued experiment's name.")
 
     def handle(self, *args, **o) -> None:
         from evaluation.experiments import experiment_noise_sweep, result_headline, spec_from_dict
@@ -65,6 +71,9 @@ class Command(BaseCommand):
         except (ConfigError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         epsilons = o["epsilon"] or [0.0]
+        if o["queue"]:
+            self._queue(spec, epsilons, name=o["name"])
+            return
 
         def progress(stage: str, fraction: float) -> None:
             self.stderr.write(f"[{fraction:4.0%}] {stage}")
@@ -81,4 +90,24 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps({
             "spec_key": spec.key(), "seconds": round(sum(r.seconds for r in results), 3),
             "arms": [result_headline(r) for r in results],
+        }))
+
+    def _queue(self, spec, epsilons: list[float], *, name: str) -> None:
+        from evaluation.experiment_jobs import (
+            ExperimentConfigError,
+            experiment_create,
+            spec_as_json,
+        )
+
+        try:
+            experiment = experiment_create(spec=spec_as_json(spec), epsilons=epsilons,
+                                           name=name)
+        except ExperimentConfigError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(f"queued experiment #{experiment.pk} on the {experiment.job_queue} "
+                          f"queue ({len(experiment.epsilons)} arm(s))")
+        self.stdout.write(json.dumps({
+            "experiment_id": experiment.pk, "status": experiment.status,
+            "queue": experiment.job_queue, "spec_key": spec.key(),
+            "epsilons": experiment.epsilons,
         }))
