@@ -11,15 +11,9 @@ _ROLE_PERMISSIONS = {role: {"experiment": ("view", "add", "change")}
 
 
 def _sync_evaluation_roles(sender, **kwargs) -> None:
-    """Grant the role groups their evaluation permissions (after annotation's roles_sync)."""
-    from django.contrib.auth.models import Group, Permission
+    from annotation.services.roles import role_permissions_grant
 
-    for role, models in _ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        wanted = Permission.objects.filter(
-            content_type__app_label="evaluation",
-            codename__in=[f"{a}_{m}" for m, actions in models.items() for a in actions])
-        group.permissions.add(*wanted)
+    role_permissions_grant(app_label="evaluation", permissions=_ROLE_PERMISSIONS)
 
 
 class EvaluationConfig(AppConfig):

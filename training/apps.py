@@ -20,16 +20,9 @@ _ROLE_PERMISSIONS = {
 
 
 def _sync_training_roles(sender, **kwargs) -> None:
-    """Grant the role groups their training permissions (after annotation's roles_sync, which
-    sets each group's annotation permissions and runs first: annotation is installed first)."""
-    from django.contrib.auth.models import Group, Permission
+    from annotation.services.roles import role_permissions_grant
 
-    for role, models in _ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        wanted = Permission.objects.filter(
-            content_type__app_label="training",
-            codename__in=[f"{a}_{m}" for m, actions in models.items() for a in actions])
-        group.permissions.add(*wanted)
+    role_permissions_grant(app_label="training", permissions=_ROLE_PERMISSIONS)
 
 
 class TrainingConfig(AppConfig):

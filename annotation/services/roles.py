@@ -61,3 +61,19 @@ def roles_sync() -> None:
                 )
             )
         group.permissions.set(wanted)
+
+
+def role_permissions_grant(*, app_label: str,
+                           permissions: dict[str, dict[str, tuple[str, ...]]]) -> None:
+    """Add another app's permissions to the role groups: ``{role: {model: actions}}``.
+
+    For the apps above annotation (training, evaluation), which annotation must not import:
+    each calls this from its own ``post_migrate`` (after ``roles_sync``, which runs first as
+    annotation is installed first and which sets only annotation's permissions). Safe to run
+    again."""
+    for role, models in permissions.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        group.permissions.add(*Permission.objects.filter(
+            content_type__app_label=app_label,
+            codename__in=[f"{a}_{m}" for m, actions in models.items() for a in actions]))
+
