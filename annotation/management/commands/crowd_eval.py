@@ -37,6 +37,7 @@ import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation import aggregation
+from annotation.management.jsonline import json_rounded
 
 
 def _read_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
@@ -63,14 +64,6 @@ def _read_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
         lines = ", ".join(str(i + 2) for i in blank[:5])  # +2: 1-based, after the header
         raise CommandError(f"{what} file {path} has empty values on line(s) {lines}.")
     return frame
-
-
-def _rounded(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return round(obj, 4)
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return obj
 
 
 class Command(BaseCommand):
@@ -181,4 +174,4 @@ class Command(BaseCommand):
                 state = "converged" if entry["converged"] else "NOT CONVERGED"
                 fit_text = f"  {entry['iterations']} iterations, {state}"
             self.stdout.write(f"{name:16s} accuracy {acc_text}  ties {entry['n_ties']}{fit_text}")
-        self.stdout.write(json.dumps(_rounded(summary), sort_keys=False))
+        self.stdout.write(json.dumps(json_rounded(summary), sort_keys=False))

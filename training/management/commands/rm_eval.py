@@ -18,16 +18,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.errors import ApplicationError
+from annotation.management.jsonline import json_rounded
 from training.models import RegisteredModel
 from training.services.rm_eval import pairs_load, reward_model_evaluate
-
-
-def _rounded(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return round(obj, 4)
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return obj
 
 
 class Command(BaseCommand):
@@ -61,4 +54,4 @@ class Command(BaseCommand):
             del summary["by_category"]
         if not summary["by_source"]:
             del summary["by_source"]
-        self.stdout.write(json.dumps(_rounded(summary), sort_keys=True))
+        self.stdout.write(json.dumps(json_rounded(summary), sort_keys=True))
