@@ -23,9 +23,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import ApplicationError, ConflictError
-from annotation.models import JobStatus
+from annotation.errors import ApplicationError
 from annotation.services.jobs import (
+    job_cancel,
     job_cancelled,
     job_enqueue,
     job_fail,
@@ -120,21 +120,9 @@ def experiment_create(*, spec: Mapping[str, Any] | None,
 
 
 def experiment_cancel(*, experiment: Experiment) -> Experiment:
-    """Cancel an experiment: a queued one at once, a running one at its next progress report.
-    One that already ended cannot be cancelled (``ConflictError``)."""
-    with transaction.atomic():
-        experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
-        if experiment.status in Experiment.TERMINAL:
-            raise ConflictError(f"Experiment #{experiment.pk} already ended "
-                                f"({experiment.status}).")
-        experiment.cancel_requested = True
-        fields = ["cancel_requested"]
-        if experiment.status == JobStatus.QUEUED:
-            experiment.status, experiment.finished_at = JobStatus.CANCELLED, timezone.now()
-            experiment.error = "Cancelled before it started."
-            fields += ["status", "finished_at", "error"]
-        experiment.save(update_fields=fields)
-    return experiment
+    """Cancel an experiment (``job_cancel``: a queued one at once, a running one at its next
+    progress report); ``ConflictError`` once it ended."""
+    return job_cancel(Experiment, job_id=experiment.pk, what="Experiment")
 
 
 class _Progress:

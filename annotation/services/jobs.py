@@ -36,6 +36,7 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import Q
 from django.utils import timezone
 
+from annotation.errors import ConflictError
 from annotation.models import Job, JobStatus
 from annotation.services.outbox import outbox_enqueue
 
@@ -146,6 +147,24 @@ def job_cancelled(job: Job, *, reason: str = "Cancelled while running.", **field
     if updated:
         job.status, job.finished_at, job.error = JobStatus.CANCELLED, now, reason[:5000]
     return bool(updated)
+
+
+def job_cancel(model: type[Job], *, job_id: int, what: str = "Job") -> Job:
+    """Ask a job to stop: a queued one is cancelled at once, a running one ends cancelled when
+    its worker next looks at ``cancel_requested`` (within a few steps). A job that already ended
+    cannot be cancelled (``ConflictError``)."""
+    with transaction.atomic():
+        job = model.objects.select_for_update().get(pk=job_id)
+        if job.status in Job.TERMINAL:
+            raise ConflictError(f"{what} #{job.pk} already ended ({job.status}).")
+        job.cancel_requested = True
+        fields = ["cancel_requested"]
+        if job.status == JobStatus.QUEUED:
+            job.status, job.finished_at = JobStatus.CANCELLED, timezone.now()
+            job.error = "Cancelled before it started."
+            fields += ["status", "finished_at", "error"]
+        job.save(update_fields=fields)
+    return job
 
 
 def job_owned(job: Job):

@@ -26,6 +26,7 @@ from django.db import transaction
 from annotation.errors import ApplicationError, ConflictError
 from annotation.models import Campaign, CampaignQuality, JobStatus, Snapshot
 from annotation.services.jobs import (
+    job_cancel,
     job_cancelled,
     job_enqueue,
     job_fail,
@@ -190,22 +191,9 @@ def sweep_create(*, method: str, grid: Mapping[str, list[Any]],
 
 
 def run_cancel(*, run: TrainingRun) -> TrainingRun:
-    """Cancel a run: a queued one at once, a running one within a few steps (its reporter
-    sees the flag). A finished run cannot be cancelled (``ConflictError``)."""
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        if run.status in TrainingRun.TERMINAL:
-            raise ConflictError(f"Run #{run.pk} already ended ({run.status}).")
-        run.cancel_requested = True
-        fields = ["cancel_requested"]
-        if run.status == JobStatus.QUEUED:
-            from django.utils import timezone
-
-            run.status, run.finished_at = JobStatus.CANCELLED, timezone.now()
-            run.error = "Cancelled before it started."
-            fields += ["status", "finished_at", "error"]
-        run.save(update_fields=fields)
-    return run
+    """Cancel a run (``job_cancel``: a queued one at once, a running one within a few steps,
+    its reporter sees the flag); ``ConflictError`` once it ended."""
+    return job_cancel(TrainingRun, job_id=run.pk, what="Run")
 
 
 def run_resume(*, run: TrainingRun) -> TrainingRun:
