@@ -74,6 +74,18 @@ def test_an_ai_judge_without_what_its_backend_needs_is_refused_at_creation(snaps
     assert not TrainingRun.objects.exists()
 
 
+@pytest.mark.parametrize("seed", ["x", None, 1e20, 2**40, True])
+def test_a_bad_seed_is_a_field_error_in_a_run_and_in_a_sweep_grid(snapshot, models, seed):
+    with pytest.raises(RunConfigError) as exc:
+        run_create(method="dpo", snapshot=snapshot, base_model=models[0], seed=seed)
+    assert "seed" in exc.value.errors
+    with pytest.raises(RunConfigError) as exc:
+        sweep_create(method="dpo", snapshot=snapshot, base_model=models[0],
+                     grid={"seed": [1, seed]})
+    assert "seed" in exc.value.errors
+    assert not TrainingRun.objects.exists() and not Sweep.objects.exists()
+
+
 def test_an_unknown_method_is_a_field_error():
     with pytest.raises(RunConfigError) as exc:
         run_create(method="ppo")

@@ -103,6 +103,17 @@ def _inputs_check(method: str, *, config: dict[str, Any] | None,
     return errors
 
 
+SEED_MIN, SEED_MAX = -(2**31), 2**31 - 1  # TrainingRun.seed is a 32-bit integer column
+
+
+def _seed_errors(seed: Any) -> list[str]:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return [f"A seed is a whole number, not {seed!r}."]
+    if not SEED_MIN <= seed <= SEED_MAX:
+        return [f"A seed is between {SEED_MIN} and {SEED_MAX}."]
+    return []
+
+
 def _config_clean(method: str, config: Mapping[str, Any] | None) -> tuple[dict, dict]:
     try:
         return method_config_clean(method, dict(config or {})), {}
@@ -126,6 +137,8 @@ def run_create(*, method: str, config: Mapping[str, Any] | None = None,
     errors |= _inputs_check(method, config=None if errors else clean, snapshot=snapshot,
                             campaign=campaign, base_model=base_model,
                             reward_models=reward_models)
+    if _seed_errors(seed):
+        errors["seed"] = _seed_errors(seed)
     if reference_model is not None and reference_model.kind != ModelKind.POLICY:
         errors["reference_model"] = [f"#{reference_model.pk} is not a policy."]
     if errors:
@@ -172,6 +185,8 @@ def sweep_create(*, method: str, grid: Mapping[str, list[Any]],
     for point in points:
         cfg = {**dict(config or {}), **{k: v for k, v in point.items() if k != "seed"}}
         _, point_errors = _config_clean(method, cfg)
+        if _seed_errors(point.get("seed", seed)):
+            point_errors["seed"] = _seed_errors(point.get("seed", seed))
         for field, messages in point_errors.items():
             errors.setdefault(field, []).extend(f"{m} (grid point {point})" for m in messages)
     if errors:
@@ -185,7 +200,7 @@ def sweep_create(*, method: str, grid: Mapping[str, list[Any]],
                        config={**dict(config or {}),
                                **{k: v for k, v in point.items() if k != "seed"}},
                        base_model=base_model, reference_model=reference_model,
-                       reward_models=reward_models, seed=int(point.get("seed", seed)),
+                       reward_models=reward_models, seed=point.get("seed", seed),
                        name=f"{sweep} [{label}]", sweep=sweep, requested_by=requested_by)
     return sweep
 
@@ -206,7 +221,8 @@ def run_resume(*, run: TrainingRun) -> TrainingRun:
         run.cancel_requested = False
         run.max_attempts = run.attempts + 3
         run.finished_at = None
-        run.save(update_fields=["cancel_requested", "max_attempts", "finished_at"])
+        run.error = ""
+        run.save(update_fields=["cancel_requested", "max_attempts", "finished_at", "error"])
         job_enqueue(run)
     return run
 
@@ -356,7 +372,9 @@ def run_execute(*, run_id: int) -> TrainingRun | None:
                 ctx = attempt_context(run, reporter)
                 reporter.flush()
                 result = method_module(run.method).run(ctx)
-        _attempt_finish(run, reporter, result)
+            # Still under the heartbeat: hashing a real model's files can outlast the stale
+            # limit, and the reaper must not take a run that is only finishing.
+            _attempt_finish(run, reporter, result)
     except Exception:
         reason = traceback.format_exc()
         log.exception("run #%s failed", run.pk)
@@ -382,8 +400,12 @@ def _attempt_finish(run: TrainingRun, reporter: RunReporter, result: MethodResul
         return
     with transaction.atomic():
         model_ids = _record_outputs(run, result)
-        job_succeed(run, result={**metrics, "registered_models": model_ids},
-                    output_dir=str(run_dir(run)))
+        if not job_succeed(run, result={**metrics, "registered_models": model_ids},
+                           output_dir=str(run_dir(run))):
+            # The reaper gave the run to another attempt meanwhile: register nothing.
+            transaction.set_rollback(True)
+            log.warning("run #%s: attempt %s lost ownership while finishing; its outputs "
+                        "are dropped", run.pk, run.attempts)
 
 
 def _reporter_after_launch(run: TrainingRun, *, lost: bool = False,
