@@ -154,8 +154,8 @@ def experiment_execute(*, experiment_id: int) -> Experiment | None:
     experiment = job_start(Experiment, job_id=experiment_id)
     if experiment is None:
         return None
-    version = code_version()
-    job_owned(experiment).update(code_version=version, progress=0.0, stage="starting")
+    # The code that runs it (a worker may run other code than the web that queued it).
+    job_owned(experiment).update(code_version=code_version(), progress=0.0, stage="starting")
     report = _Progress(experiment)
     try:
         from evaluation.experiments import experiment_noise_sweep, result_headline
@@ -168,7 +168,7 @@ def experiment_execute(*, experiment_id: int) -> Experiment | None:
                     "seconds": round(sum(r.seconds for r in results), 3),
                     "arms": [result_headline(r) for r in results]}
         job_succeed(experiment, result=[r.as_dict() for r in results], headline=headline,
-                    progress=1.0, stage="done", code_version=version)
+                    progress=1.0, stage="done")
     except ExperimentStopped as stop:
         if stop.lost:
             log.warning("experiment #%s: attempt %s lost ownership; its work is dropped",

@@ -110,14 +110,10 @@ def training_action(model_admin: admin.ModelAdmin, request: HttpRequest, queryse
         "items": items,
         "action": spec.name,
         "opts": model_admin.model._meta,
-        "config_help": _config_help(spec.method),
+        "config_help": method_config_help(spec.method),
         "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
     }
     return render(request, ACTION_TEMPLATE, context, status=400 if form.errors else 200)
-
-
-def _config_help(method: str) -> list[dict]:
-    return method_config_help(method)
 
 
 def _action(spec: ActionSpec, source: str):
@@ -190,6 +186,7 @@ class ArtifactInline(admin.TabularInline):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
+    list_select_related = ["snapshot__campaign", "sweep"]
     list_display = ["id", "__str__", "method", "status", "step", "total_steps", "seed",
                     "snapshot", "sweep", "created_at", "finished_at"]
     list_filter = ["method", "status"]
@@ -256,7 +253,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "title": "Add training run",
             "form": form,
             "opts": self.model._meta,
-            "methods_help": {m: _config_help(m) for m, _ in form.fields["method"].choices},
+            "methods_help": {m: method_config_help(m) for m, _ in form.fields["method"].choices},
             **(extra_context or {}),
         }
         return render(request, self.add_form_template, context,

@@ -139,18 +139,22 @@ def run(ctx: RunContext) -> MethodResult:
     total = cfg.rounds * cfg.steps_per_round
     metrics: dict[str, float] = {}
     artifacts: list[Path] = []
+    finished: Path | None = None  # the last round an earlier attempt finished, not yet loaded
     for r in range(cfg.rounds):
         folder = ctx.output_dir / f"round-{r + 1}"
         done_file = folder / "done.json"
         if done_file.exists():  # an earlier attempt finished this round
             round_metrics = json.loads(done_file.read_text())
-            policy, tokenizer = _load(folder / "policy", ctx)
+            finished = folder / "policy"  # loaded only if a later round or the end needs it
             ctx.reporter.log(f"rest: round {r + 1} already done")
         else:
             if ctx.reporter.cancelled():
                 break
             if cfg.restart_from_base and r > 0:
                 policy, tokenizer = policy_load(ctx)
+            elif finished is not None:
+                policy, tokenizer = _load(finished, ctx)
+            finished = None
             kept, round_metrics = _grow(policy, tokenizer, prompts, cfg, r, ensemble, ctx,
                                         folder)
             ctx.reporter.log(f"rest: round {r + 1}: kept {len(kept)} of "

@@ -31,7 +31,8 @@ CHART_GROUPS = (
 def run_list(*, method: str = "", status: str = "", sweep: Sweep | None = None
              ) -> QuerySet[TrainingRun]:
     """Runs, newest first, optionally of one method, status or sweep."""
-    runs = TrainingRun.objects.select_related("snapshot", "base_model", "sweep", "requested_by")
+    runs = TrainingRun.objects.select_related("snapshot__campaign", "base_model", "sweep",
+                                              "requested_by")
     if method:
         runs = runs.filter(method=method)
     if status:
@@ -131,7 +132,7 @@ def sweep_get(*, sweep_id: int) -> Sweep | None:
 
 
 def sweep_list() -> QuerySet[Sweep]:
-    return (Sweep.objects.select_related("snapshot").annotate(n_runs=Count("runs"))
+    return (Sweep.objects.select_related("snapshot__campaign").annotate(n_runs=Count("runs"))
             .order_by("-created_at", "-pk"))
 
 

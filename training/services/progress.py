@@ -35,6 +35,7 @@ class RunReporter:
                                         maxlen=LOG_TAIL_LINES)
         self._checked_at = 0.0
         self._pending: list[RunMetric] = []
+        self._log_dirty = False  # lines logged since the tail was last written
 
     def _write(self, **fields) -> None:
         """One transaction (one commit: on SQLite each commit is an fsync): the metrics
@@ -52,9 +53,16 @@ class RunReporter:
         for name, value in fields.items():
             setattr(self.run, name, value)
 
+    def _tail(self) -> dict[str, str]:
+        """``log_tail`` when lines came since the last write (the tail is up to 200 lines:
+        rewriting it unchanged every report interval is wasted I/O on the training loop)."""
+        if not self._log_dirty:
+            return {}
+        self._log_dirty = False
+        return {"log_tail": "\n".join(self._lines)}
+
     def progress(self, step: int, total: int) -> None:
-        self._write(step=step, total_steps=max(total, step),
-                    log_tail="\n".join(self._lines))
+        self._write(step=step, total_steps=max(total, step), **self._tail())
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
         """Kept until the next progress write (every report interval) or ``flush``."""
@@ -70,9 +78,10 @@ class RunReporter:
     def log(self, line: str) -> None:
         for part in str(line).splitlines() or [""]:
             self._lines.append(f"{timezone.now():%H:%M:%S} {part}"[:1000])
+        self._log_dirty = True
 
     def flush(self) -> None:
-        self._write(log_tail="\n".join(self._lines))
+        self._write(**self._tail())
 
     def checkpoint(self, path: str | Path) -> None:
         self._write(last_checkpoint=str(path))
