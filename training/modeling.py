@@ -183,9 +183,6 @@ def model_save(model: Any, tokenizer: Any, path: str | os.PathLike) -> dict[str,
     return model_meta(model)
 
 
-TINY_KINDS = ("tokenizer", "policy", "reward")
-
-
 def tiny_models_write(corpus: Sequence[str], root: str | os.PathLike, *, name: str,
                       seed: int = 0, vocab_size: int = 1024, hidden: int = 128,
                       layers: int = 2, heads: int = 4) -> dict[str, tuple[str, dict[str, Any]]]:

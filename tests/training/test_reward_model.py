@@ -249,7 +249,14 @@ def test_rm_eval_reads_hh_pairs_and_groups_sources(db, tmp_path, tiny_registered
     call_command("rm_eval", model=tiny_registered["reward"].pk, pairs=str(path), limit=4,
                  stdout=out)
     summary = _last_json(out.getvalue())
-    assert summary["n"] == 4 and 0.0 <= summary["accuracy"] <= 1.0
+    from training.methods.reward_model import pair_accuracy
+    from training.modeling import reward_load
+    from training.services.rm_eval import pairs_load
+    from training.services.runs import model_ref
+
+    model, tokenizer = reward_load(model_ref(tiny_registered["reward"]))
+    direct = pair_accuracy(model, tokenizer, pairs_load(path=path, limit=4))
+    assert summary["n"] == 4 and summary["accuracy"] == round(direct["accuracy"], 4)
     assert {k: v["n"] for k, v in summary["by_source"].items()} == {
         "repo@abc:a.jsonl": 3, "repo@abc:b.jsonl": 1}
 
