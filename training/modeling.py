@@ -441,10 +441,22 @@ def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Turns],
 def kl_monte_carlo(policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[Turns], *,
                    n_samples: int, max_new_tokens: int, temperature: float = 1.0, seed: int,
                    batch_size: int = 256) -> tuple[float, float]:
+    """(kl, standard error) of ``kl_samples``, without the replies."""
+    kl, stderr, _ = kl_samples(policy, reference, tokenizer, prompts, n_samples=n_samples,
+                               max_new_tokens=max_new_tokens, temperature=temperature,
+                               seed=seed, batch_size=batch_size)
+    return kl, stderr
+
+
+def kl_samples(policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[Turns], *,
+               n_samples: int, max_new_tokens: int, temperature: float = 1.0, seed: int,
+               batch_size: int = 256) -> tuple[float, float, list[list[str]]]:
     """KL(π ‖ π₀) in nats per prompt, estimated from ``n_samples`` replies per prompt drawn from
     ``policy``: the mean over samples of log π(y|x) - log π₀(y|x), summed over generated tokens
-    (the end token included, padding after it excluded); returns (kl, standard error), the
-    error being std / sqrt(number of samples).
+    (the end token included, padding after it excluded); returns (kl, standard error, the
+    replies per prompt as text), the error being std / sqrt(number of samples). The replies are
+    the very samples the KL was estimated on, so a caller scoring them measures reward and KL on
+    one draw instead of generating twice.
 
     Both log-probabilities are of the distributions at ``temperature`` (logits / T), the ones
     actually sampled, so the estimate is unbiased for that pair. Replies cut at
@@ -458,6 +470,7 @@ def kl_monte_carlo(policy: Any, reference: Any, tokenizer: Any, prompts: Sequenc
     reference.eval()
     ref_device = _device_of(reference)
     diffs = []
+    texts: list[list[str]] = []
     with _seeded(seed):
         for _, seqs, prompt_mask, plen in _generate_ids(
                 policy, tokenizer, prompts, n=n_samples, max_new_tokens=max_new_tokens,
@@ -474,11 +487,13 @@ def kl_monte_carlo(policy: Any, reference: Any, tokenizer: Any, prompts: Sequenc
                 lq = _completion_logprobs(reference, seqs.to(ref_device), attn.to(ref_device),
                                           cmask.to(ref_device), temperature)
             diffs.append((lp.cpu() - lq.cpu()).double())
+            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+            texts.extend(decoded[i:i + n_samples] for i in range(0, len(decoded), n_samples))
     d = torch.cat(diffs)
     n = d.numel()
     kl = float(d.mean())
     stderr = float(d.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("inf")
-    return kl, stderr
+    return kl, stderr, texts
 
 
 # --- Reward ------------------------------------------------------------------------------------

@@ -370,12 +370,19 @@ def _kl_callback(reporter: Reporter, *, measure: Measure, reference: Any, tokeni
 
 
 def policy_kl(policy: Any, reference: Any, tokenizer: Any, measure: Measure) -> tuple[float, float]:
-    """Monte Carlo KL(π ‖ π₀) in nats per reply and its standard error, on ``measure``. The
-    policy is put in eval mode for the estimate (no dropout) and back after. ``reference=None``
-    with a LoRA policy: π₀ is the policy with its adapters disabled (``measure_reference``)."""
+    """Monte Carlo KL(π ‖ π₀) in nats per reply and its standard error, on ``measure``."""
+    kl, se, _ = policy_kl_samples(policy, reference, tokenizer, measure)
+    return kl, se
+
+
+def policy_kl_samples(policy: Any, reference: Any, tokenizer: Any, measure: Measure
+                      ) -> tuple[float, float, list[list[str]]]:
+    """``policy_kl`` and the replies it was estimated on (per measurement prompt). The policy
+    is put in eval mode for the estimate (no dropout) and back after. ``reference=None`` with a
+    LoRA policy: π₀ is the policy with its adapters disabled (``measure_reference``)."""
     import torch
 
-    from training.modeling import kl_monte_carlo
+    from training.modeling import kl_samples
 
     if reference is None:
         reference = AdaptersOff(policy)
@@ -383,13 +390,13 @@ def policy_kl(policy: Any, reference: Any, tokenizer: Any, measure: Measure) -> 
     policy.eval()
     try:
         with torch.no_grad():
-            kl, se = kl_monte_carlo(policy, reference, tokenizer, measure.prompts,
-                                    n_samples=measure.n_samples,
-                                    max_new_tokens=measure.max_new_tokens,
-                                    temperature=measure.temperature, seed=measure.seed)
+            kl, se, texts = kl_samples(policy, reference, tokenizer, measure.prompts,
+                                       n_samples=measure.n_samples,
+                                       max_new_tokens=measure.max_new_tokens,
+                                       temperature=measure.temperature, seed=measure.seed)
     finally:
         policy.train(was_training)
-    return float(kl), float(se)
+    return float(kl), float(se), texts
 
 
 def samples_score(prompts: Sequence[Turns], completions: Sequence[str], *,
@@ -409,24 +416,15 @@ def samples_score(prompts: Sequence[Turns], completions: Sequence[str], *,
 def policy_measure(policy: Any, reference: Any, tokenizer: Any, measure: Measure, *,
                    ensemble: RewardEnsemble | None = None,
                    true_reward: RewardFunction | None = None) -> dict[str, float]:
-    """A policy's final numbers: ``kl`` / ``kl_se`` (nats), ``reward_proxy`` (mean r̂ of its
-    samples, with ``reward_proxy_se``) when reward models are given, ``reward_true`` (mean r*,
-    ``reward_true_se``) on a world, and ``reply_words`` (mean words per reply, the length
-    reward hacking inflates)."""
-    from training.modeling import sample
-
+    """A policy's final numbers, all on one draw of replies: ``kl`` / ``kl_se`` (nats),
+    ``reward_proxy`` (mean r̂ of those replies, with ``reward_proxy_se``) when reward models
+    are given, ``reward_true`` (mean r*, ``reward_true_se``) on a world, and ``reply_words``
+    (mean words per reply, the length reward hacking inflates)."""
     if not measure.prompts:
         return {}
-    kl, se = policy_kl(policy, reference, tokenizer, measure)
+    # One draw for both: the KL and the rewards are of the same replies.
+    kl, se, texts = policy_kl_samples(policy, reference, tokenizer, measure)
     out = {"kl": kl, "kl_se": se}
-    was_training = policy.training
-    policy.eval()
-    try:
-        texts = sample(policy, tokenizer, measure.prompts, n=measure.n_samples,
-                       max_new_tokens=measure.max_new_tokens, temperature=measure.temperature,
-                       seed=measure.seed + 1)
-    finally:
-        policy.train(was_training)
     prompts = [p for p, group in zip(measure.prompts, texts, strict=True) for _ in group]
     completions = [t for group in texts for t in group]
     out["reply_words"] = mean_se(len(t.split()) for t in completions)[0]
