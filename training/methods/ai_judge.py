@@ -199,15 +199,10 @@ class EndpointJudge:
     def __init__(self, config: Config, principles: list[str]) -> None:
         from django.conf import settings
 
-        url = (getattr(settings, "GAPLAB_JUDGE_URL", "") or "").strip()
-        if not url:
-            raise ConfigError({"backend": [
-                "The endpoint backend needs GAPLAB_JUDGE_URL (an OpenAI-compatible base URL "
-                "such as http://host:8000/v1) and, if it asks for one, GAPLAB_JUDGE_KEY."]})
-        self.url = url.rstrip("/")
+        self.url = settings.GAPLAB_JUDGE_URL.strip().rstrip("/")  # checked: inputs_check
         if not self.url.endswith("/chat/completions"):
             self.url += "/chat/completions"
-        self.key = getattr(settings, "GAPLAB_JUDGE_KEY", "") or ""
+        self.key = settings.GAPLAB_JUDGE_KEY
         self.config, self.principles = config, principles
 
     def _ask(self, messages: list[dict[str, str]]) -> str | None:
@@ -240,23 +235,18 @@ class EndpointJudge:
         return Decision(choice, 2 if abs(margin) == 2 else 1, margin, note)
 
 
-def _judge_for(ctx: RunContext, principles: list[str]) -> tuple[Any, str]:
-    """The backend's judge and its default account name; ConfigError for missing inputs."""
+def _judge_for(ctx: RunContext, campaign: Any, principles: list[str]) -> tuple[Any, str]:
+    """The backend's judge and its default account name; ConfigError for missing inputs
+    (``inputs_check``, the same check a run gets at creation: the inputs may have changed)."""
     config: Config = ctx.config
+    errors = inputs_check(config, base_model=ctx.base_model, reward_models=ctx.reward_models,
+                          campaign=campaign)
+    if errors:
+        raise ConfigError(errors)
     if config.backend == "reward_model":
-        if not ctx.reward_models:
-            raise ConfigError({"reward_models": [
-                "The reward_model backend needs a registered reward model."]})
         ref = ctx.reward_models[0]
         return RewardModelJudge(ref, config), f"reward_model-{ref.id}"
-    if not principles:
-        raise ConfigError({"principles_override": [
-            f"The {config.backend} backend judges against principles: write them in the "
-            "campaign (one per line) or set principles_override."]})
     if config.backend == "causal_lm":
-        if ctx.base_model is None:
-            raise ConfigError({"base_model": [
-                "The causal_lm backend needs a base model (a local causal LM)."]})
         return CausalLMJudge(ctx.base_model, config, principles), \
             f"causal_lm-{ctx.base_model.id}"
     return EndpointJudge(config, principles), f"endpoint-{config.endpoint_model}"
@@ -265,7 +255,7 @@ def _judge_for(ctx: RunContext, principles: list[str]) -> tuple[Any, str]:
 def inputs_check(config: Config, *, base_model: Any, reward_models: list[Any],
                  campaign: Any) -> dict[str, list[str]]:
     """What the backend needs besides its config, checked when the run is created (so a run
-    that could not start is never queued); ``_judge_for`` checks the same at run time."""
+    that could not start is never queued), and again by ``_judge_for`` when it starts."""
     from django.conf import settings
 
     errors: dict[str, list[str]] = {}
@@ -274,8 +264,9 @@ def inputs_check(config: Config, *, base_model: Any, reward_models: list[Any],
     if config.backend == "causal_lm" and base_model is None:
         errors["base_model"] = ["The causal_lm backend needs a base model (a local causal LM)."]
     if config.backend == "endpoint" and not settings.GAPLAB_JUDGE_URL:
-        errors["backend"] = ["The endpoint backend needs GAPLAB_JUDGE_URL (and "
-                             "GAPLAB_JUDGE_KEY) set on the workers."]
+        errors["backend"] = ["The endpoint backend needs GAPLAB_JUDGE_URL (an OpenAI-"
+                             "compatible base URL such as http://host:8000/v1) and, if it asks "
+                             "for one, GAPLAB_JUDGE_KEY, set on the workers."]
     if config.backend != "reward_model" and campaign is not None and not (
             config.principles_override.strip() or campaign.principles.strip()):
         errors["principles_override"] = [
@@ -301,7 +292,7 @@ def run(ctx: RunContext) -> MethodResult:
     campaign = Campaign.objects.get(pk=ctx.campaign_id)
     principles = principles_lines(config.principles_override or campaign.principles)
     started = time.monotonic()
-    judge, default_name = _judge_for(ctx, principles)
+    judge, default_name = _judge_for(ctx, campaign, principles)
     annotator = ai_judge_annotator_get_or_create(name=config.judge_name or default_name)
     ctx.reporter.log(f"AI judge {annotator.get_username()} ({config.backend}) on campaign "
                      f"{campaign.name}, {len(principles)} principles")
