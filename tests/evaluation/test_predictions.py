@@ -1,4 +1,4 @@
-"""Acceptance tests for PREDICTIONS P3 and P9 on a model-B world with a known truth (no database).
+"""Acceptance tests for PREDICTIONS P3, P9 and P18 on a model-B world with known truth (no DB).
 
 **The world (model B: a rare region the proxy over-rates, where true utility is low).** Each
 π₀ reply has content quality U ~ N(0, 1). A rare 1% of replies use an exploit (H = 1; a reward-
@@ -30,6 +30,8 @@ because an exploit's own proxy still tracks its U. Gao's d(α − βd) fitted to
 d* a little below the true argmax; fitted on d ≤ √6 it misplaces d* clearly and predicts the
 gold at √10 far below the truth, outside its band: the band carries sampling error only, and
 the form's misfit dominates (the same lesson as fits.py's tilting note, 0.67/0.46 vs 0.51).
+P9 (``evaluation/pool_rl.py``): the KL penalty moves along one curve under natural-gradient
+RL; under plain policy gradient it does for the gap but not for the gold (see the test).
 """
 
 from __future__ import annotations
@@ -292,8 +294,10 @@ def test_p18_best_of_n_reaches_higher_gold_than_rl_at_equal_kl():
     Best-of-n (d from log n − (n−1)/n, an upper bound on its KL, which only flatters RL) against
     two RL paths: the KL-penalized optimum (the tilt, where NPG runs and every settled run ends)
     and plain PG from π₀ with a weak penalty (β = 1/16, the path "early stopping" samples).
-    Holds: from d ≈ 0.75 on, best-of-n's gold is above both, with paired 90% intervals above 0;
-    against PG's path at every d from 0.25 up. Finding: at the smallest d (0.25) the tilt is
+    Holds: for d from 0.75 to 1.75, best-of-n's gold is above both, with paired 90% intervals
+    above 0; above PG's path at every d from 0.25 to 2. Near d = √log K both best-of-n and the
+    tilt converge on each pool's top sample, so there the difference fades (on another seed
+    its interval reached below 0 at d = 2). Finding: at the smallest d (0.25) the tilt is
     slightly ahead of best-of-n (−0.010 [−0.013, −0.006]); "early on" means d ≳ 0.5 here.
 
     Measured (seed 1), gold at d = 0.25, 0.5, 1.0, 1.5, 2.0: best-of-n 0.21, 0.42, 0.81, 1.06,
@@ -311,6 +315,6 @@ def test_p18_best_of_n_reaches_higher_gold_than_rl_at_equal_kl():
     lo_t = np.quantile(vs_tilt[1:], 0.05, axis=0)
     hi_t = np.quantile(vs_tilt[1:], 0.95, axis=0)
     lo_p = np.quantile(vs_pg[1:], 0.05, axis=0)
-    assert np.all(lo_t[2:] > 0), (vs_tilt[0], lo_t)
+    assert np.all(lo_t[2:7] > 0), (vs_tilt[0], lo_t)  # d = 0.75 … 1.75
     assert np.all(lo_p > 0), (vs_pg[0], lo_p)
     assert hi_t[0] < 0, (vs_tilt[0, 0], hi_t[0])  # finding: at d = 0.25 the tilt is ahead
