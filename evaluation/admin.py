@@ -1,5 +1,7 @@
 """Django admin for experiments: the list with status, progress and headline, a view-only
-detail, an add page that goes through ``experiment_create`` and a "Cancel" action.
+detail, an add page that goes through ``experiment_create`` and a "Cancel" action. Eval rounds
+(``evaluation.eval_rounds``): the list with the win rate and its interval, an add page that goes
+through ``eval_round_create`` and a "Compute win rate" action.
 
 An experiment's row is job state that only ``evaluation.experiment_jobs`` and its worker write,
 so it is view-only after creation (a saved stale form would overwrite the worker's progress),
@@ -14,11 +16,14 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template import engines
 from django.urls import reverse
+from django.utils.html import format_html
 
 from annotation.errors import ApplicationError
+from evaluation.eval_rounds import EvalRoundError, eval_round_create, eval_round_result
 from evaluation.experiment_jobs import (
     INPUT_FIELDS,
     ExperimentConfigError,
@@ -26,8 +31,9 @@ from evaluation.experiment_jobs import (
     experiment_create,
 )
 from evaluation.experiments import ExperimentSpec
-from evaluation.models import Experiment
+from evaluation.models import EvalRound, Experiment
 from training.methods.base import config_help
+from training.models import TrainingRun
 
 
 class ExperimentAddForm(forms.Form):
@@ -150,3 +156,116 @@ class ExperimentAdmin(admin.ModelAdmin):
         }
         return render(request, self.add_form_template, context,
                       status=400 if form.errors else 200)
+
+
+# --- Eval rounds ------------------------------------------------------------------------------
+
+
+class EvalRoundAddForm(forms.Form):
+    run = forms.ModelChoiceField(
+        queryset=TrainingRun.objects.order_by("-created_at"),
+        help_text="A succeeded policy run (sft, dpo, rlhf, best_of_n): its samples.jsonl.")
+    pool = forms.CharField(
+        required=False, max_length=200,
+        help_text="A simulated pool that judges at once, e.g. crowd:5 (needs a run on a "
+                  "world's snapshot); empty = the campaign opens for people.")
+    n_items = forms.IntegerField(required=False,
+                                 help_text="Prompts, one comparison each; empty = all.")
+    overlap = forms.IntegerField(initial=3, help_text="Judgments per comparison (1-50).")
+    seed = forms.IntegerField(initial=0, help_text="Picks the prompts and the sides.")
+    name = forms.CharField(required=False, max_length=100,
+                           help_text="The campaign's name (a slug); empty = "
+                                     "eval-run-<run>-seed-<seed>.")
+
+
+_EVAL_ROUND_ADD = engines["django"].from_string("""{% extends "admin/base_site.html" %}
+{% block content %}
+<h1>Add eval round</h1>
+<p>The run's measured replies against its reference's, one comparison per prompt, sides
+randomized. With a pool the simulated annotators judge at once and the win rate is computed;
+otherwise the campaign opens for people and "Compute win rate" reads their judgments.</p>
+<form method="post" id="evalround-add-form">
+  {% csrf_token %}
+  {% include "admin/_form_rows.html" %}
+  <input type="submit" value="Create round">
+</form>
+{% endblock content %}""")
+
+
+@admin.register(EvalRound)
+class EvalRoundAdmin(admin.ModelAdmin):
+    list_display = ["id", "run_link", "campaign_link", "pool_or_people", "win_rate_interval",
+                    "n_judgments", "n_items", "computed_at", "created_at"]
+    list_select_related = ["run", "campaign"]
+    search_fields = ["id", "run__id", "campaign__name"]
+    actions = ["compute_win_rate"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="Run", ordering="run")
+    def run_link(self, obj: EvalRound):
+        return format_html('<a href="{}">{}</a>', reverse(
+            "admin:training_trainingrun_change", args=[obj.run_id]), obj.run)
+
+    @admin.display(description="Campaign", ordering="campaign__name")
+    def campaign_link(self, obj: EvalRound):
+        return format_html('<a href="{}">{}</a>', reverse(
+            "admin:annotation_campaign_change", args=[obj.campaign_id]), obj.campaign.name)
+
+    @admin.display(description="Pool", ordering="pool")
+    def pool_or_people(self, obj: EvalRound) -> str:
+        return obj.pool or "people"
+
+    @admin.display(description="Win rate [90% interval]", ordering="win_rate")
+    def win_rate_interval(self, obj: EvalRound) -> str:
+        if obj.win_rate is None:
+            return "—"
+        return f"{obj.win_rate:.3f} [{obj.lo:.3f}, {obj.hi:.3f}]"
+
+    def has_change_permission(self, request, obj=None):
+        # The change list (actions) may act; one round's page is view-only.
+        return obj is None and super().has_change_permission(request, obj)
+
+    @admin.action(description="Compute win rate", permissions=["change"])
+    def compute_win_rate(self, request, queryset):
+        done, skipped = [], []
+        for eval_round in queryset.select_related("campaign"):
+            try:
+                eval_round_result(eval_round)
+                done.append(f"#{eval_round.pk}: {eval_round.win_rate:.3f} "
+                            f"[{eval_round.lo:.3f}, {eval_round.hi:.3f}], "
+                            f"n={eval_round.n_judgments}")
+            except ApplicationError as exc:
+                skipped.append(exc.message)
+        if done:
+            self.message_user(request, "Win rate of round " + "; ".join(done),
+                              messages.SUCCESS)
+        if skipped:
+            self.message_user(request, " ".join(skipped[:10]), messages.WARNING)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Create through ``eval_round_create``; its field errors land on the form."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = EvalRoundAddForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                eval_round = eval_round_create(
+                    run=data["run"], pool=data["pool"].strip() or None,
+                    n_items=data["n_items"], overlap=data["overlap"], seed=data["seed"],
+                    name=data["name"].strip(), requested_by=request.user)
+            except EvalRoundError as exc:
+                for name, messages_ in exc.errors.items():
+                    form.add_error(name if name in form.fields else None, list(messages_))
+            except ApplicationError as exc:  # the simulation refused (the round exists)
+                form.add_error(None, exc.message)
+            else:
+                self.log_addition(request, eval_round, [{"added": {}}])
+                self.message_user(request, f"Created {eval_round}: campaign "
+                                           f"{eval_round.campaign.name}.", messages.SUCCESS)
+                return redirect(reverse("admin:evaluation_evalround_changelist"))
+        context = {**self.admin_site.each_context(request), "title": "Add eval round",
+                   "form": form, "opts": self.model._meta, **(extra_context or {})}
+        return HttpResponse(_EVAL_ROUND_ADD.render(context, request))

@@ -45,3 +45,37 @@ class Experiment(Job):
 
     def __str__(self) -> str:
         return self.name or f"experiment #{self.pk}"
+
+
+class EvalRound(models.Model):
+    """One eval round of a trained policy (issue 9 part 7): a campaign of its measured replies
+    against its reference's (one comparison per prompt, sides randomized), judged by people or
+    a simulated pool; the policy's win rate over judgments, ties half, with a 90% interval over
+    prompts, is the run's r* where no utility function exists (``evaluation.eval_rounds``)."""
+
+    run = models.ForeignKey("training.TrainingRun", on_delete=models.CASCADE,
+                            related_name="eval_rounds")
+    campaign = models.OneToOneField("annotation.Campaign", on_delete=models.PROTECT,
+                                    related_name="eval_round")
+    pool = models.CharField(max_length=200, blank=True,
+                            help_text="The simulated pool that judged it (e.g. crowd:5); "
+                                      "empty = people.")
+    seed = models.IntegerField(default=0, help_text="Picks the prompts and the sides.")
+    n_items = models.PositiveIntegerField(help_text="Comparisons: one per prompt.")
+    win_rate = models.FloatField(null=True, blank=True,
+                                 help_text="Share of judgments preferring the policy's reply, "
+                                           "ties and both-bad counted half.")
+    lo = models.FloatField(null=True, blank=True, help_text="90% interval, lower end.")
+    hi = models.FloatField(null=True, blank=True, help_text="90% interval, upper end.")
+    n_judgments = models.PositiveIntegerField(default=0)
+    n_prompts = models.PositiveIntegerField(default=0, help_text="Prompts with a judgment.")
+    computed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                     null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"eval round #{self.pk} of run #{self.run_id}"

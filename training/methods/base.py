@@ -216,6 +216,10 @@ RESULT_KL = "kl"
 RESULT_KL_SE = "kl_se"
 RESULT_REWARD_PROXY = "reward_proxy"
 RESULT_REWARD_TRUE = "reward_true"
+# Where no utility function exists: the policy's win rate over π₀ in an eval round judged by
+# people or a simulated pool (``evaluation.eval_rounds``), ties counted half, with its 90%
+# interval and judgment count under the ``_lo``, ``_hi`` and ``_n`` suffixes.
+RESULT_REWARD_TRUE_WINRATE = "reward_true_winrate"
 
 
 @dataclass

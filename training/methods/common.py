@@ -9,7 +9,9 @@ prompts, chosen once with the run's seed), sample from the policy's own distribu
 log π(y|x) - log π₀(y|x) over the samples (``modeling.kl_monte_carlo``, nats per reply, with its
 standard error), and score the same kind of samples with the proxy r̂ (mean of the reward models)
 and, on a world, with the true utility r*. The same prompts and sampling seed are used at every
-measurement, so successive KL points share their random numbers and the curve is smooth.
+measurement, so successive KL points share their random numbers and the curve is smooth. The
+final measurement's replies are kept with π₀'s replies to the same prompts (``samples.jsonl``),
+for an eval round to put before people where no r* exists.
 
 Ensembles (Coste et al. 2023, "Reward model ensembles help mitigate overoptimization", section
 3): a sample's score is the members' mean minus ``k`` times their standard deviation (k = 0: the
@@ -60,6 +62,8 @@ from training.methods.base import (
 Turns = list[dict[str, str]]
 
 ENSEMBLE_RULES = ("mean_minus_k_std", "min")
+# A trained policy's measured replies beside π₀'s, one line per prompt (``policy_finish``).
+POLICY_SAMPLES_FILE = "samples.jsonl"
 
 
 # --- Config fields every trained policy has -------------------------------------------------
@@ -413,17 +417,59 @@ def samples_score(prompts: Sequence[Turns], completions: Sequence[str], *,
     return out
 
 
+def reference_replies(policy: Any, reference: Any, tokenizer: Any,
+                      measure: Measure) -> list[list[str]]:
+    """π₀'s replies to the measurement prompts, drawn as the policy's were in
+    ``policy_kl_samples`` (same count, length, temperature, seed and batching): the two draws
+    share their random numbers, so where π = π₀ they are the very same replies and an eval
+    round compares the policy with its reference on equal terms. ``reference=None``: the LoRA
+    policy with its adapters disabled (``measure_reference``)."""
+    from training.modeling import sample
+
+    kwargs = {"n": measure.n_samples, "max_new_tokens": measure.max_new_tokens,
+              # kl_samples samples at 1 when asked for greedy; so does its reference draw
+              "temperature": measure.temperature if measure.temperature > 0 else 1.0,
+              "seed": measure.seed}
+    if reference is not None:
+        return sample(reference, tokenizer, measure.prompts, **kwargs)
+    was_training = AdaptersOff(policy).model.training
+    try:
+        with policy.disable_adapter():
+            return sample(policy, tokenizer, measure.prompts, **kwargs)
+    finally:
+        policy.train(was_training)
+
+
+def measurement_samples_write(path: Path, measure: Measure, policy_texts: list[list[str]],
+                              reference_texts: list[list[str]]) -> Path:
+    """One JSONL line per measurement prompt: ``prompt_index``, ``prompt`` (turns),
+    ``policy`` and ``reference`` (the replies of each, ``measure.n_samples`` apiece, the
+    i-th of both drawn with the same random numbers). What an eval round
+    (``evaluation.eval_rounds``) puts before annotators, policy against reference."""
+    jsonl_write(path, ({"prompt_index": i, "prompt": prompt, "policy": list(mine),
+                        "reference": list(theirs)}
+                       for i, (prompt, mine, theirs) in enumerate(
+                           zip(measure.prompts, policy_texts, reference_texts, strict=True))))
+    return path
+
+
 def policy_measure(policy: Any, reference: Any, tokenizer: Any, measure: Measure, *,
                    ensemble: RewardEnsemble | None = None,
-                   true_reward: RewardFunction | None = None) -> dict[str, float]:
+                   true_reward: RewardFunction | None = None,
+                   samples_path: Path | None = None) -> dict[str, float]:
     """A policy's final numbers, all on one draw of replies: ``kl`` / ``kl_se`` (nats),
     ``reward_proxy`` (mean r̂ of those replies, with ``reward_proxy_se``) when reward models
     are given, ``reward_true`` (mean r*, ``reward_true_se``) on a world, and ``reply_words``
-    (mean words per reply, the length reward hacking inflates)."""
+    (mean words per reply, the length reward hacking inflates). With ``samples_path``, those
+    replies and as many of π₀'s (``reference_replies``) are written there
+    (``measurement_samples_write``): where no utility function exists, people judge them."""
     if not measure.prompts:
         return {}
     # One draw for both: the KL and the rewards are of the same replies.
     kl, se, texts = policy_kl_samples(policy, reference, tokenizer, measure)
+    if samples_path is not None:
+        measurement_samples_write(samples_path, measure, texts,
+                                  reference_replies(policy, reference, tokenizer, measure))
     out = {"kl": kl, "kl_se": se}
     prompts = [p for p, group in zip(measure.prompts, texts, strict=True) for _ in group]
     completions = [t for group in texts for t in group]
@@ -439,22 +485,27 @@ def policy_finish(ctx: RunContext, *, policy: Any, reference: Any, tokenizer: An
                   measure: Measure, metrics: dict[str, float], step: int, name: str,
                   meta: dict[str, Any], ensemble: RewardEnsemble | None = None) -> MethodResult:
     """The end every policy-training method shares: measure the trained policy
-    (``policy_measure``) and report it at ``step``, merge any LoRA adapter, save the policy
-    under ``<output_dir>/policy`` and return it as the run's produced model. ``name`` gets the
-    run id; ``meta`` joins the saved model's own (architecture, parameters, LoRA)."""
+    (``policy_measure``) and report it at ``step``, write the measured replies beside π₀'s to
+    ``<output_dir>/samples.jsonl`` (a run artifact: an eval round's material), merge any LoRA
+    adapter, save the policy under ``<output_dir>/policy`` and return it as the run's produced
+    model. ``name`` gets the run id; ``meta`` joins the saved model's own (architecture,
+    parameters, LoRA)."""
     from training.modeling import model_save
 
+    samples = Path(ctx.output_dir) / POLICY_SAMPLES_FILE
+    samples.unlink(missing_ok=True)  # an earlier attempt's, measured on another policy
     metrics = metrics | policy_measure(
         policy, reference, tokenizer, measure,
         ensemble=ensemble if ensemble is not None else RewardEnsemble(ctx.reward_models),
-        true_reward=ctx.true_reward)
+        true_reward=ctx.true_reward, samples_path=samples)
     ctx.reporter.metrics(step, metrics)
     path = ctx.output_dir / "policy"
     lora = lora_meta(ctx.config, policy)
     saved = model_save(lora_merged(policy), tokenizer, path)
-    return MethodResult(metrics=metrics, models=[ProducedModel(
-        name=name + (f" run #{ctx.run_id}" if ctx.run_id else ""), kind="policy", path=path,
-        meta={**saved, **meta, **lora})])
+    return MethodResult(metrics=metrics, artifacts=[samples] if samples.exists() else [],
+                        models=[ProducedModel(
+                            name=name + (f" run #{ctx.run_id}" if ctx.run_id else ""),
+                            kind="policy", path=path, meta={**saved, **meta, **lora})])
 
 
 # --- LoRA -------------------------------------------------------------------------------------
