@@ -233,3 +233,62 @@ def test_policy_curve_rejects_mismatched_prompts():
     with pytest.raises(ValueError):
         gap.policy_curve(pressure=[1.0], proxy=[proxy[:5]], true=[true[:5]],
                          log_ratio=[np.zeros((5, 8))], ref_proxy=proxy, ref_true=true)
+
+
+def test_p2_kl_accounting():
+    """PREDICTIONS P2, KL accounting, each part against a computation that shares no code with
+    gap.py. Best-of-n: the landmarks log n − (n−1)/n = 5.91 nats at n = 1000 and 10.0 at
+    n = 60000; the exact KL of a pool's best-of-n (ties or not) never exceeds that bound, and
+    on a pool without ties it closes in on the bound as the pool grows. Tilting: KL_λ equals
+    λA′(λ) − A(λ) with A(λ) = log mean_k exp(λ r̂_k) by scipy's logsumexp and A′ by central
+    differences, equals KL(softmax(λ r̂) ‖ uniform) by scipy's entropy, is nondecreasing in λ,
+    and ≈ ½λ²·E_x Var_pool(r̂) with a relative error that shrinks in proportion to λ."""
+    from scipy.special import logsumexp, softmax
+    from scipy.stats import entropy
+
+    assert round(float(gap.kl_best_of_n(1000)), 2) == 5.91
+    assert float(gap.kl_best_of_n(60_000)) == pytest.approx(10.0, abs=0.05)
+
+    rng = np.random.default_rng(2)
+    ns = np.array([2, 16, 1000])
+    bound = gap.kl_best_of_n(ns)
+    shortfall = []
+    for k in (1_000, 10_000, 100_000):
+        scores = rng.normal(size=(1, k))  # continuous: no ties
+        _, kl_pool = gap.best_of_n(scores=scores, values=[scores], ns=ns)
+        assert np.all(kl_pool[:, 0] <= bound + 1e-12)
+        shortfall.append(bound - kl_pool[:, 0])
+    shortfall = np.array(shortfall)  # (pool sizes, n)
+    assert np.all(np.diff(shortfall, axis=0) < 0)  # closer for every n as K grows
+    assert np.all(shortfall[-1] < 1e-4)  # K = 100,000: within 1e-4 nats, even at n = 1000
+    ties = rng.integers(0, 5, size=(20, 1_000)).astype(float)  # five values: mostly ties
+    _, kl_ties = gap.best_of_n(scores=ties, values=[ties], ns=ns)
+    assert np.all(kl_ties <= bound[:, None] + 1e-12)
+    top_group = (ties == ties.max(axis=1, keepdims=True)).sum(axis=1)  # m tied at the top
+    # n = 1000 keeps a top sample (chance of missing every one ≤ 0.8¹⁰⁰⁰): KL = log(K/m),
+    # about 1.6 nats where the bound says 5.91; the tie group shares its weight evenly.
+    np.testing.assert_allclose(kl_ties[-1], np.log(1_000 / top_group), rtol=1e-9)
+
+    proxy = rng.gumbel(size=(40, 16))  # skewed, so the cubic term of KL is visible
+    lam = gap.lambda_grid(lo=1e-3, hi=1e3, num=61)
+    (e_p,), kl = gap.tilt(scores=proxy, values=[proxy], lambdas=lam)
+    assert np.all(np.diff(kl, axis=0) >= -1e-12)
+    moderate = lam[lam <= 20]
+    a = logsumexp(moderate[:, None, None] * proxy, axis=2) - math.log(16)
+    h = 1e-5 * np.maximum(moderate, 1.0)
+    plus = logsumexp((moderate + h)[:, None, None] * proxy, axis=2)
+    minus = logsumexp((moderate - h)[:, None, None] * proxy, axis=2)
+    a_prime = (plus - minus) / (2 * h[:, None])
+    n_mod = moderate.size
+    np.testing.assert_allclose(kl[:n_mod], moderate[:, None] * a_prime - a, rtol=1e-6, atol=1e-9)
+    w = softmax(lam[:, None, None] * proxy, axis=2)
+    np.testing.assert_allclose(kl, entropy(w, np.full(16, 1 / 16), axis=2), rtol=1e-7,
+                               atol=1e-12)
+    np.testing.assert_allclose(e_p, np.sum(w * proxy, axis=2), rtol=1e-9, atol=1e-12)
+
+    small = np.array([1e-1, 1e-2, 1e-3, 1e-4])
+    _, kl_small = gap.tilt(scores=proxy, values=[proxy], lambdas=small)
+    quad = 0.5 * small**2 * proxy.var(axis=1).mean()
+    rel = np.abs(kl_small.mean(axis=1) / quad - 1)
+    assert rel[0] < 0.5 and rel[-1] < 1e-3
+    np.testing.assert_allclose(rel[1:] / rel[:-1], 0.1, rtol=0.3)  # error ∝ λ: the λ³κ₃/3 term
