@@ -22,7 +22,6 @@ from evaluation.eval_rounds import (
     win_rate_interval,
 )
 from evaluation.models import EvalRound
-from tests.training.conftest import tiny_models, tiny_registered  # noqa: F401 - fixtures
 from training.methods.base import RESULT_REWARD_TRUE_WINRATE
 from training.methods.common import POLICY_SAMPLES_FILE, jsonl_read
 from training.models import RunArtifact, TrainingRun
@@ -38,6 +37,19 @@ urlpatterns = [path("admin/", admin.site.urls),
 
 MEASURE = {"kl_prompts": 6, "kl_samples": 2, "max_new_tokens": 12}
 KEY = RESULT_REWARD_TRUE_WINRATE
+
+
+@pytest.fixture(scope="module")
+def small_policy(tmp_path_factory) -> str:
+    """A 1-layer, 32-wide Llama policy on a tokenizer trained on the arithmetic world's text
+    (as in tests/training/test_policy_methods.py): a real run of it takes seconds."""
+    from evaluation.corpus import world_corpus
+    from training.modeling import tiny_models_write
+
+    built = tiny_models_write(world_corpus("arithmetic", n_prompts=60, seed=0),
+                              tmp_path_factory.mktemp("eval_rounds"), name="t", seed=0,
+                              vocab_size=512, hidden=32, layers=1, heads=2)
+    return built["policy"][0]
 
 
 @pytest.fixture
@@ -70,13 +82,17 @@ def _counts() -> tuple[int, int, int, int]:
 
 
 def test_a_trained_policy_is_judged_against_its_reference_and_gets_a_win_rate(
-        db, artifacts, tiny_models, tiny_registered):  # noqa: F811 - fixtures
+        db, artifacts, small_policy):
     from tests.training.support import world_snapshot
+    from training.methods.base import ModelRef
     from training.modeling import policy_load, sample
+    from training.services.runs import model_register
 
     snapshot = world_snapshot(name="arith-eval", n_prompts=8, pool="expert:3")
-    run = run_create(method="sft", snapshot=snapshot, base_model=tiny_registered["policy"],
-                     config={"max_steps": 4, "batch_size": 8, **MEASURE}, seed=3)
+    base = model_register(name="small-policy", kind="policy", path=small_policy)
+    run = run_create(method="sft", snapshot=snapshot, base_model=base,
+                     config={"max_steps": 4, "batch_size": 8, "learning_rate": 1e-2,
+                             **MEASURE}, seed=3)
     run = run_execute(run_id=run.pk)
     assert run.status == JobStatus.SUCCEEDED, run.error
 
@@ -87,8 +103,8 @@ def test_a_trained_policy_is_judged_against_its_reference_and_gets_a_win_rate(
     assert all(len(r["policy"]) == len(r["reference"]) == MEASURE["kl_samples"]
                and r["prompt"][-1]["role"] == "user" for r in records)
     # The reference replies are π₀'s (here the base) drawn with the measurement's settings.
-    base, tokenizer = policy_load(tiny_models.policy_ref)
-    again = sample(base, tokenizer, [r["prompt"] for r in records], n=MEASURE["kl_samples"],
+    pi0, tokenizer = policy_load(ModelRef(id=base.pk, path=small_policy, kind="policy"))
+    again = sample(pi0, tokenizer, [r["prompt"] for r in records], n=MEASURE["kl_samples"],
                    max_new_tokens=MEASURE["max_new_tokens"], temperature=1.0, seed=run.seed)
     assert again == [r["reference"] for r in records]
     assert any(r["policy"] != r["reference"] for r in records)  # trained: it moved
