@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/v1/experiments/", include("evaluation.urls.api")),
     path("quality/", include("annotation.urls.quality")),
     path("training/", include("training.urls")),
+    path("gap/", include("evaluation.urls.web")),
     path("", include("annotation.urls.annotate")),
 ]
 
