@@ -6,7 +6,7 @@ Creating answers 201 with the round; with ``pool`` the simulated annotators have
 within the request and its win rate is set. A round that cannot be made (``EvalRoundError``:
 a run not succeeded or without samples, a bad pool, ``n_items`` out of range, a taken name)
 answers 400 with DRF's field-error body naming each input, and nothing is written. Computing
-a round nobody judged yet answers 400 under ``campaign``.
+a round nobody judged yet answers 409.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.errors import ConflictError
 from annotation.pagination import LimitOffsetPagination
 from annotation.permissions import IsAdminOrResearcher
+from annotation.schema import error_responses
 from evaluation.eval_rounds import EvalRoundError, eval_round_create, eval_round_result
 from evaluation.models import EvalRound
 from training.models import TrainingRun
@@ -43,7 +45,7 @@ class EvalRoundCollectionApi(APIView):
     pagination_class = LimitOffsetPagination
 
     class FilterSerializer(serializers.Serializer):
-        run = serializers.IntegerField(required=False, min_value=1)
+        run = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
 
     class InputSerializer(serializers.Serializer):
         run = serializers.PrimaryKeyRelatedField(
@@ -101,12 +103,12 @@ class EvalRoundComputeApi(APIView):
 
     permission_classes = [IsAdminOrResearcher]
 
-    @extend_schema(request=None, responses=_EvalRoundSerializer)
+    @extend_schema(request=None, responses={200: _EvalRoundSerializer, **error_responses(409)})
     def post(self, request, round_id: int):
         eval_round = get_object_or_404(EvalRound.objects.select_related("campaign"),
                                        pk=round_id)
         try:
             eval_round = eval_round_result(eval_round)
-        except EvalRoundError as exc:
-            raise ValidationError(exc.errors) from exc
+        except EvalRoundError as exc:  # nothing judged yet: the state, not the request
+            raise ConflictError(exc.message) from exc
         return Response(_EvalRoundSerializer(eval_round).data)

@@ -183,6 +183,29 @@ def test_bad_inputs_are_field_errors_and_write_nothing(db, artifacts):
     assert caught.value.errors.keys() == {"name"}
 
 
+def test_a_best_of_n_run_is_judged_kept_reply_against_a_plain_draw(db, artifacts):
+    """best_of_n's samples.jsonl holds every π₀ sample with the kept one marked: the policy
+    side is the kept reply, the reference side the prompt's first sample."""
+    run = TrainingRun.objects.create(method="best_of_n", status=JobStatus.SUCCEEDED)
+    folder = run_dir(run)
+    folder.mkdir(parents=True)
+    file = folder / POLICY_SAMPLES_FILE
+    lines = [{"prompt_index": p, "sample_index": k, "completion": f"p{p} s{k}",
+              "prompt": [{"role": "user", "content": f"q{p}"}], "best": k == 2 - p}
+             for p in range(3) for k in range(3)]
+    file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    RunArtifact.objects.create(run=run, name=POLICY_SAMPLES_FILE, path=str(file),
+                               size=file.stat().st_size, sha256=file_sha256(file))
+    eval_round = eval_round_create(run=run, seed=2)
+    pairs = set()
+    for c in Comparison.objects.filter(campaign=eval_round.campaign).select_related(
+            "response_a", "response_b"):
+        sides = {c.response_a.source_version: c.response_a.text,
+                 c.response_b.source_version: c.response_b.text}
+        pairs.add((sides["policy"], sides["reference"]))
+    assert pairs == {("p0 s2", "p0 s0"), ("p1 s1", "p1 s0"), ("p2 s0", "p2 s0")}
+
+
 def test_the_interval_is_over_prompts():
     assert win_rate_interval([[1.0, 1.0], [1.0]], seed=0) == (1.0, 1.0, 1.0)
     assert win_rate_interval([[1.0, 0.0, 0.5]], seed=0) == (0.5, 0.0, 1.0)  # one prompt
@@ -225,4 +248,4 @@ def test_admin_add_page_and_rest_twin_go_through_the_service(db, artifacts, clie
     assert resp.status_code == 201 and resp.json()["n_items"] == 4
     assert client.get(api).json()["count"] == 2
     compute = client.post(f"{api}{resp.json()['id']}/compute/")
-    assert compute.status_code == 400 and "campaign" in compute.json()
+    assert compute.status_code == 409 and "no judgments yet" in compute.json()["detail"]
