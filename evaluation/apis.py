@@ -5,7 +5,8 @@ Creating answers 202 (the experiment is queued on the ``gpu`` queue through the 
 its detail for status, progress and stage). A spec that does not validate
 (``ExperimentConfigError``) answers 400 with DRF's field-error body, spec fields nested under
 ``spec`` (``{"spec": {"flip_rate": ["Must be <= 0.4999."]}}``) and ``epsilons`` / ``name`` at
-the top, and nothing is queued.
+the top, and nothing is queued. A bad MAPS variant is named where it sits in the spec
+(``{"spec": {"variants[1].overrides.ensemble_size": ["Must be <= 10."]}}``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class ExperimentCollectionApi(APIView):
     class InputSerializer(serializers.Serializer):
         spec = serializers.DictField(
             help_text="ExperimentSpec fields (evaluation/experiments.py); missing ones take "
-                      "their defaults ({} = every default).")
+                      "their defaults ({} = every default). MAPS variants: 'variants': "
+                      "[{name, lever (M, A, P, S, drift), overrides: {field: value}}].")
         epsilons = serializers.ListField(
             child=serializers.FloatField(), required=False, allow_null=True, default=None,
             help_text="Injected flip rates ε in [0, 0.5), one arm each; default "
@@ -107,7 +109,7 @@ class ExperimentCollectionApi(APIView):
 
 class ExperimentDetailApi(APIView):
     """An experiment: status, progress, stage, spec, headline and (once it succeeded) the
-    full result, one ExperimentResult per ε."""
+    full result, one ExperimentResult per (variant, ε), the baseline's first."""
 
     permission_classes = [IsAdminOrResearcher]
 

@@ -41,7 +41,8 @@ from training.services.runs import code_version
 
 log = logging.getLogger(__name__)
 
-MAX_EPSILONS = 16  # arms per experiment; each arm trains its own reward model(s)
+MAX_EPSILONS = 16  # ε per experiment; each arm trains its own reward model(s)
+MAX_ARMS = 64  # (variants + the baseline) × ε
 INPUT_FIELDS = frozenset({"epsilons", "name"})  # error keys that are not spec fields
 
 
@@ -97,7 +98,8 @@ def experiment_create(*, spec: Mapping[str, Any] | None,
                       max_attempts: int = 3) -> Experiment:
     """Validate and queue one experiment on the ``gpu`` queue (through the outbox, after
     commit). ``epsilons`` defaults to ``[spec.flip_rate]``. Raises ``ExperimentConfigError``
-    with every field error at once, and then writes nothing."""
+    with every field error at once, and then writes nothing; a bad MAPS variant is named where
+    it sits (``variants[1].overrides.ensemble_size``, ``variants[0].lever``)."""
     errors: dict[str, list[str]] = {}
     clean: ExperimentSpec | None = None
     try:
@@ -107,6 +109,9 @@ def experiment_create(*, spec: Mapping[str, Any] | None,
     eps, eps_errors = _epsilons_clean(epsilons, clean.flip_rate if clean else 0.0)
     if eps_errors:
         errors["epsilons"] = eps_errors
+    if clean is not None and eps and len(eps) * (1 + len(clean.variants)) > MAX_ARMS:
+        errors["variants"] = [f"{len(eps)} ε × {1 + len(clean.variants)} variants (the "
+                              f"baseline included) is over {MAX_ARMS} arms."]
     if len(name) > 200:
         errors["name"] = ["At most 200 characters."]
     if errors or clean is None:
@@ -146,10 +151,12 @@ def experiment_execute(*, experiment_id: int) -> Experiment | None:
     task's body); None when there is nothing to do (``job_start``: finished, cancelled, or
     owned by a live attempt).
 
-    Success stores ``result`` (one ``ExperimentResult.as_dict()`` per ε), ``headline`` and
-    progress 1. A cancel seen at a progress report ends it cancelled at that stage; an
-    exception fails it with the traceback; an attempt that lost ownership writes nothing more.
-    The sweep starts over on a new attempt (it has no checkpoint; a seed's campaign is reused).
+    Success stores ``result`` (one ``ExperimentResult.as_dict()`` per (variant, ε): the
+    baseline's arms first, then each MAPS variant's), ``headline`` (its ``arms`` in the same
+    order, each with its variant and lever) and progress 1. A cancel seen at a progress
+    report ends it cancelled at that stage; an exception fails it with the traceback; an
+    attempt that lost ownership writes nothing more. The sweep starts over on a new attempt
+    (it has no checkpoint; a seed's campaign is reused).
     """
     experiment = job_start(Experiment, job_id=experiment_id)
     if experiment is None:

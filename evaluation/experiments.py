@@ -53,6 +53,31 @@ Seeds: each seed repeats the whole pipeline (campaign, simulation, flips, reward
 samples, bootstrap); :attr:`ExperimentResult.summary` gives per pressure method the median over
 seeds of the gap's slope, with the seeds' 5-95% range when there are at least 2 (PREDICTIONS
 conventions: medians with 90% intervals; ≥ 10 seeds for a published figure).
+
+**Murphy probes** (``evaluation.probes``). Along every tilting and best-of-n curve,
+``curves[method]["features"]`` gives the π-expectation of the world's per-sample features
+(length, padding, agreement with a wrong user belief on the prompts that state one, correctness)
+with bootstrap bands on the curve's own resamples (reward hacking and sycophancy, P16);
+``ArmResult.probes`` the proxy's correlation with each feature. With ``eval_categories="all"``
+the evaluation prompts include the world's held-out categories and ``ArmResult.splits`` traces
+each curve on the in-distribution and the held-out prompts apart, with the same pressures (the
+mirage probe). Annotator drift: ``judgment_window`` trains on the judgments made before or from
+the pool's drift onset.
+
+**MAPS variants** (DESIGN section 7). ``spec.variants`` lists levers run beside the baseline:
+{name, lever, overrides} with overrides of spec fields (validated at creation; fields that
+would break the pairing, ``PAIRED_FIELDS``, are refused). Every variant runs on the baseline's
+seeds, evaluation pools, bootstrap resamples and ε, and shares the baseline's campaign when it
+changes no annotation field (``ExperimentSpec.key`` covers only those) and its rows when it
+changes no snapshot field; reward-model members with the same rows, seed and training fields
+are trained once per sweep. So a variant's ``summary["maps"]`` change in gap slope and
+intercept against the baseline (``fits.trend_change``, replicate by replicate) is a paired
+comparison. The levers as implemented: M ``reward_input="reply+checks"`` (the reward model
+reads per-criterion checks after the reply: an oracle per-criterion annotator, an upper bound
+on richer supervision); A ``aggregation``, ``overlap`` (a new campaign) and ``gold_threshold``
+(gold filtering); P ``ensemble_size`` with ``ensemble_rule`` min or mean_minus_k_std, and
+``kl_limit`` (early stopping on the same curve); S ``train_categories``; drift
+``judgment_window``.
 """
 
 from __future__ import annotations
@@ -76,6 +101,21 @@ NOISE_BASES = ("snapshot", "truth")
 REWARDS = ("trained", "utility_noise")
 ENSEMBLE_RULES = ("mean", "mean_minus_k_std", "min")
 AGGREGATIONS = ("majority", "gold_weighted", "dawid_skene", "dawid_skene_plain", "bradley_terry")
+EVAL_CATEGORIES = ("all", "train")
+JUDGMENT_WINDOWS = ("all", "early", "late")
+REWARD_INPUTS = ("reply", "reply+checks")
+LEVERS = ("M", "A", "P", "S", "drift")
+MAX_VARIANTS = 8
+# What the campaign and its simulated judgments depend on: specs equal here share a campaign
+# (ExperimentSpec.key), whatever else differs.
+ANNOTATION_FIELDS = ("world", "pool", "n_prompts", "pairs_per_prompt", "overlap",
+                     "calibration_rate")
+# ... and what the training rows before noise depend on (which judgments, how aggregated).
+SNAPSHOT_FIELDS = (*ANNOTATION_FIELDS, "aggregation", "gold_threshold", "judgment_window")
+# A variant is paired with its baseline (same seeds, evaluation pools, bootstrap resamples and
+# ε), so it may not change these.
+PAIRED_FIELDS = ("world", "seeds", "n_eval_prompts", "samples_per_prompt", "eval_categories",
+                 "n_boot", "level", "flip_rate", "variants")
 
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole experiment done)
 
@@ -114,12 +154,24 @@ class ExperimentSpec:
     proxy_noise_sd: float = opt(0.5, "SD of the independent noise of reward='utility_noise', "
                                       "in utility units (arithmetic: correct = 1).",
                                 min=0.0, max=100.0)
+    proxy_bias: dict = opt({}, "reward='utility_noise' only: weight per world feature added "
+                               "to the proxy, r̂ = r* + Σ w·f + σ·N(0, 1), in utility units per "
+                               "feature unit (e.g. {'length': 0.6}: per 100 characters). The "
+                               "population proxy of a pool with those biases: what a "
+                               "Bradley-Terry model of its labels tends to with unlimited data "
+                               "(a control for the P16 probes).")
     ensemble_size: int = opt(1, "Reward models trained on the same rows with different seeds "
                                 "(1 = a single model).", min=1, max=10)
     ensemble_rule: str = opt("mean", "How members' scores combine: mean, mean_minus_k_std or "
                                      "min (Coste et al. 2023).", choices=ENSEMBLE_RULES)
     ensemble_k: float = opt(1.0, "k of mean_minus_k_std, in member-score SDs.",
                             min=0.0, max=10.0)
+    ensemble_standardize: bool = opt(True, "Standardize each member's scores under π₀ (its mean "
+                                           "and SD over every evaluation sample) before "
+                                           "combining: a Bradley-Terry loss fixes only score "
+                                           "differences, so members' offsets and scales are "
+                                           "arbitrary, and without a common reference the min "
+                                           "is mostly the member with the lowest offset.")
     rm_config: dict = opt({"learning_rate": 1e-3, "epochs": 4.0, "batch_size": 16,
                            "eval_fraction": 0.15},
                           "Overrides of the reward_model method's config "
@@ -153,8 +205,42 @@ class ExperimentSpec:
     level: float = opt(0.9, "Interval level (PREDICTIONS conventions: 90%).", min=0.5,
                        max=0.999)
     seeds: tuple[int, ...] = opt((0,), "Seeds; each repeats the whole pipeline.")
+    eval_categories: str = opt("all", "Categories of the evaluation prompts: 'all' (the "
+                                      "training categories and the world's held-out ones; "
+                                      "ArmResult.splits then gives the gap on each part, the "
+                                      "mirage probe) or 'train' (training categories only).",
+                               choices=EVAL_CATEGORIES)
+    train_categories: tuple[str, ...] = opt((), "S lever: train the reward model only on the "
+                                                "snapshot rows of these categories (empty = "
+                                                "every row), e.g. a rare one.")
+    gold_threshold: float = opt(0.0, "A lever, gold filtering: before aggregation drop every "
+                                     "judgment of annotators whose accuracy on the campaign's "
+                                     "gold items is below this (0 = keep all; annotators with "
+                                     "no gold judgment are kept).", min=0.0, max=1.0)
+    judgment_window: str = opt("all", "Drift probe: aggregate only the judgments each "
+                                      "annotator made before ('early') or from ('late') the "
+                                      "pool's drift onset (its drifting preset's t0), or 'all'. "
+                                      "Needs a pool with a drifting kind.",
+                               choices=JUDGMENT_WINDOWS)
+    kl_limit: float = opt(0.0, "P lever, KL limit κ (nats): curves stop at d ≤ √κ (0 = no "
+                               "limit). Early stopping on the same curve, not a new policy; "
+                               "at least 0.7 so best-of-n keeps three points.",
+                          min=0.0, max=100.0)
+    reward_input: str = opt("reply", "M lever, richer supervision: 'reply' (the reward model "
+                                     "reads the reply) or 'reply+checks' (the reply followed by "
+                                     "per-criterion checks of the world: is the answer correct, "
+                                     "does it endorse the user's wrong belief; an oracle "
+                                     "per-criterion annotator, in training rows and when "
+                                     "scoring).", choices=REWARD_INPUTS)
+    variants: tuple[dict, ...] = opt((), "MAPS variants run beside this baseline, paired with "
+                                         "it (same seeds, evaluation pools, bootstrap, ε): a "
+                                         "list of {name, lever (M, A, P, S or drift), "
+                                         "overrides: {spec field: value}}; at most "
+                                         f"{MAX_VARIANTS}.")
 
     def __post_init__(self) -> None:
+        from training.methods.base import ConfigError
+
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
             raise ValueError("seeds must be a non-empty list of integers")
         if not self.pressure or any(p not in PRESSURE_METHODS for p in self.pressure):
@@ -166,14 +252,124 @@ class ExperimentSpec:
         from evaluation.simulation import parse_pool
         from evaluation.worlds import get_world
 
-        get_world(self.world)
-        parse_pool(self.pool)
+        world = get_world(self.world)
+        members = parse_pool(self.pool)
+        errors: dict[str, list[str]] = {}
+        unknown = sorted(set(self.train_categories) - set(world.categories))
+        if unknown:
+            errors["train_categories"] = [f"Unknown categories {unknown}; known: "
+                                          f"{', '.join(world.categories)}."]
+        if 0 < self.kl_limit < 0.7:
+            errors["kl_limit"] = ["0 (no limit) or at least 0.7 nats: best-of-n's n = 2, 3, 4 "
+                                  "sit at KL 0.19, 0.43, 0.64 and a fit needs three points."]
+        if self.proxy_bias:
+            known = set(world.features(world.generate_prompts(1, 0)[0], "x"))
+            bad = [k for k, v in self.proxy_bias.items() if k not in known
+                   or isinstance(v, bool) or not isinstance(v, int | float)
+                   or not math.isfinite(v)]
+            if bad or self.reward != "utility_noise":
+                errors["proxy_bias"] = [f"Numbers per world feature ({', '.join(sorted(known))}) "
+                                        "with reward='utility_noise'" + (f"; bad: {bad}"
+                                                                        if bad else "") + "."]
+        if self.judgment_window != "all" and pool_drift_onset(members) is None:
+            errors["judgment_window"] = ["A judgment window needs a pool with a drifting "
+                                         "kind (e.g. drifting:4)."]
+        if errors:
+            raise ConfigError(errors)
+        if self.variants:
+            variant_specs(self)  # raises ConfigError naming variants[i]...
 
     def key(self) -> str:
-        """A short hash of everything but the noise and seeds: arms that share it share data."""
-        shared = {k: v for k, v in asdict(self).items() if k not in ("flip_rate", "seeds")}
-        return hashlib.sha256(json.dumps(shared, sort_keys=True, default=list).encode()
-                              ).hexdigest()[:10]
+        """A short hash of the annotation fields (``ANNOTATION_FIELDS``): specs that share it
+        share a campaign and its simulated judgments (campaign reuse across experiments)."""
+        return _digest({k: getattr(self, k) for k in ANNOTATION_FIELDS})
+
+    def snapshot_key(self) -> str:
+        """A short hash of ``SNAPSHOT_FIELDS``: specs that share it share the training rows
+        before noise."""
+        return _digest({k: getattr(self, k) for k in SNAPSHOT_FIELDS})
+
+    def full_key(self) -> str:
+        """A short hash of every field but ε and the variants: where its artifacts go."""
+        return _digest({k: v for k, v in asdict(self).items()
+                        if k not in ("flip_rate", "variants")})
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=list).encode()
+                          ).hexdigest()[:10]
+
+
+def pool_drift_onset(members: Sequence[Any]) -> int | None:
+    """The pool's drift onset as a judgment number (1-based; the earliest of its drifting
+    kinds), or None when no kind drifts."""
+    from evaluation.simulation import drift_onset_judgment
+
+    onsets = [drift_onset_judgment(m.config) for m in members if m.config.drift is not None]
+    return min(onsets) if onsets else None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A MAPS variant: its name, lever and the spec it runs (the baseline's, overridden)."""
+
+    name: str
+    lever: str
+    spec: ExperimentSpec
+    overrides: dict[str, Any]
+
+
+def variant_specs(spec: ExperimentSpec) -> list[Variant]:
+    """The spec's variants, each validated into a spec of its own (``variants`` emptied).
+
+    Raises ``ConfigError`` with every bad entry at once, keyed by where it sits:
+    ``variants[1].overrides.ensemble_size``, ``variants[0].lever``, ``variants[2].name``.
+    """
+    from training.methods.base import ConfigError
+
+    errors: dict[str, list[str]] = {}
+    out: list[Variant] = []
+    if len(spec.variants) > MAX_VARIANTS:
+        raise ConfigError({"variants": [f"At most {MAX_VARIANTS} variants."]})
+    base = {k: v for k, v in asdict(spec).items() if k != "variants"}
+    seen: set[str] = set()
+    for i, item in enumerate(spec.variants):
+        at = f"variants[{i}]"
+        if not isinstance(item, dict):
+            errors[at] = ["Expected {name, lever, overrides}."]
+            continue
+        for extra in sorted(set(item) - {"name", "lever", "overrides"}):
+            errors[f"{at}.{extra}"] = ["Unknown key; a variant has name, lever, overrides."]
+        name, lever, overrides = item.get("name"), item.get("lever"), item.get("overrides", {})
+        if not isinstance(name, str) or not name.strip() or len(name) > 60:
+            errors[f"{at}.name"] = ["A non-empty name of at most 60 characters."]
+        elif name == "baseline" or name in seen:
+            errors[f"{at}.name"] = [f"{name!r} is taken (the baseline, or another variant)."]
+        else:
+            seen.add(name)
+        if lever not in LEVERS:
+            errors[f"{at}.lever"] = [f"Must be one of {', '.join(LEVERS)}."]
+        if not isinstance(overrides, dict):
+            errors[f"{at}.overrides"] = ["Expected an object {spec field: value}."]
+            continue
+        for f in sorted(set(overrides) & set(PAIRED_FIELDS)):
+            errors[f"{at}.overrides.{f}"] = ["A variant is paired with its baseline and "
+                                             "cannot change this field."]
+        try:
+            vspec = config_build(ExperimentSpec, {**base, **{
+                k: v for k, v in overrides.items() if k not in PAIRED_FIELDS}})
+        except ConfigError as exc:
+            for f, msgs in exc.errors.items():
+                errors.setdefault(f"{at}.overrides.{f}", []).extend(msgs)
+            continue
+        except ValueError as exc:
+            errors.setdefault(f"{at}.overrides", []).append(str(exc))
+            continue
+        if isinstance(name, str) and isinstance(lever, str):
+            out.append(Variant(name=name, lever=lever, spec=vspec, overrides=dict(overrides)))
+    if errors:
+        raise ConfigError(errors)
+    return out
 
 
 def spec_from_dict(data: dict[str, Any] | None) -> ExperimentSpec:
@@ -203,6 +399,10 @@ class ArmResult:
     fits: dict[str, Any]  # method -> {"gold": GoldFit, "gap": Trend}
     headline: dict[str, Any]  # method -> gap slope, peak or "no peak", d*
     timing: dict[str, float]  # seconds per stage
+    # method -> {"in_distribution": {d, proxy, true, gap}, "held_out": {...}} (mirage probe);
+    # {} when the evaluation prompts hold no held-out category
+    splits: dict[str, Any] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=dict)  # proxy-feature correlations (P16)
 
 
 @dataclass
@@ -215,6 +415,8 @@ class ExperimentResult:
     summary: dict[str, Any]
     seconds: float
     code_version: str = ""
+    variant: str = "baseline"
+    lever: str = ""  # "" for the baseline, else one of LEVERS
 
     def as_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
@@ -309,10 +511,12 @@ def epsilon_compose(measured: float | None, injected: float) -> float | None:
 # --- π₀ and its pools (pure) ------------------------------------------------------------------
 
 
-def reference_pools(world: Any, *, n_prompts: int, k: int, seed: int
+def reference_pools(world: Any, *, n_prompts: int, k: int, seed: int,
+                    categories: Sequence[str] | None = None
                     ) -> tuple[list[Any], list[list[str]]]:
-    """π₀'s samples: ``n_prompts`` fresh prompts and K i.i.d. replies each (module docstring 5)."""
-    prompts = world.generate_prompts(n_prompts, seed)
+    """π₀'s samples: ``n_prompts`` fresh prompts (of ``categories``, default all the world's)
+    and K i.i.d. replies each (module docstring 5)."""
+    prompts = world.generate_prompts(n_prompts, seed, categories=categories)
     pools = []
     for i, prompt in enumerate(prompts):
         pool = []
@@ -340,26 +544,48 @@ def pairwise_agreement(proxy: np.ndarray, true: np.ndarray) -> float | None:
 
 
 @dataclass
+class _Annotation:
+    """One seed's campaign, judged by the simulated pool, and its measured and true noise."""
+
+    campaign_id: int
+    epsilon_measured: float | None
+    epsilon_true_campaign: float | None
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class _Shared:
-    """What every ε arm of one seed shares: the campaign's annotation and its snapshot."""
+    """What every ε arm of one seed and one set of snapshot fields shares: the rows."""
 
     seed: int
     rows: list[dict[str, Any]]
     utilities: list[tuple[float, float] | None]
     epsilon_measured: float | None
     epsilon_true_campaign: float | None
-    snapshot_id: int
+    snapshot_id: int | None  # None: filtered judgments, re-aggregated, not stored (selection)
     campaign_id: int
     timing: dict[str, float] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
-def _annotate(spec: ExperimentSpec, seed: int, progress: Callable[[str], None]) -> _Shared:
-    """Campaign, simulated pool, quality, snapshot; reused when this spec and seed already ran."""
+@dataclass
+class _EvalSet:
+    """One seed's evaluation prompts and π₀'s pools, shared by every ε and variant (pairing)."""
+
+    prompts: list[Any]
+    pools: list[list[str]]
+    true: np.ndarray  # (P, K) r*
+    features: dict[str, np.ndarray]  # name -> (P, K)
+    masks: dict[str, np.ndarray]  # name -> (P,) prompts the feature is defined on
+    held_out: np.ndarray  # (P,) bool: the prompt's category is held out of training
+
+
+def _campaign(spec: ExperimentSpec, seed: int, progress: Callable[[str], None]) -> _Annotation:
+    """Campaign, simulated pool, quality; reused when a campaign of these annotation fields
+    (``spec.key()``) and seed already exists."""
     from annotation.models import Campaign, CampaignQuality
     from annotation.services.quality import campaign_quality_recompute
-    from annotation.services.snapshots import snapshot_create, snapshot_rows
     from evaluation.services import simulate_campaign, simulated_truth, world_campaign_create
-    from evaluation.worlds import get_world
 
     timing: dict[str, float] = {}
     started = time.monotonic()
@@ -384,15 +610,181 @@ def _annotate(spec: ExperimentSpec, seed: int, progress: Callable[[str], None]) 
         quality = campaign_quality_recompute(campaign=campaign)
     truth = simulated_truth(campaign=campaign)
     timing["quality"] = time.monotonic() - started
+    return _Annotation(campaign_id=campaign.pk, epsilon_measured=quality.noise_epsilon,
+                       epsilon_true_campaign=truth["totals"]["true_error"], timing=timing)
+
+
+def _annotate(spec: ExperimentSpec, seed: int, progress: Callable[[str], None],
+              cache: dict[Any, Any] | None = None) -> _Shared:
+    """The seed's campaign (shared by specs with the same ``key()``) and its training rows
+    before noise (shared by specs with the same ``snapshot_key()``), through ``cache``."""
+    from annotation.models import Campaign
+    from annotation.services.snapshots import snapshot_create, snapshot_rows
+    from evaluation.worlds import get_world
+
+    cache = {} if cache is None else cache
+    rows_key = ("rows", spec.snapshot_key(), seed)
+    if rows_key in cache:
+        return cache[rows_key]
+    ann_key = ("campaign", spec.key(), seed)
+    if ann_key not in cache:
+        cache[ann_key] = _campaign(spec, seed, progress)
+    ann: _Annotation = cache[ann_key]
+    campaign = Campaign.objects.get(pk=ann.campaign_id)
+    timing = dict(ann.timing)
     started = time.monotonic()
-    snapshot = snapshot_create(campaign=campaign, method=spec.aggregation)
-    rows = snapshot_rows(snapshot)
+    selection: dict[str, Any] = {"filtered": False}
+    snapshot_id: int | None = None
+    if spec.gold_threshold > 0 or spec.judgment_window != "all":
+        rows, selection = judgments_selected_rows(spec, campaign)
+    else:
+        snapshot = snapshot_create(campaign=campaign, method=spec.aggregation)
+        rows, snapshot_id = snapshot_rows(snapshot), snapshot.pk
     timing["snapshot"] = time.monotonic() - started
     world = get_world(spec.world)
-    return _Shared(seed=seed, rows=rows, utilities=row_utilities(world, rows),
-                   epsilon_measured=quality.noise_epsilon,
-                   epsilon_true_campaign=truth["totals"]["true_error"],
-                   snapshot_id=snapshot.pk, campaign_id=campaign.pk, timing=timing)
+    shared = _Shared(seed=seed, rows=rows, utilities=row_utilities(world, rows),
+                     epsilon_measured=ann.epsilon_measured,
+                     epsilon_true_campaign=ann.epsilon_true_campaign,
+                     snapshot_id=snapshot_id, campaign_id=ann.campaign_id, timing=timing,
+                     selection=selection)
+    cache[rows_key] = shared
+    return shared
+
+
+def judgments_selected_rows(spec: ExperimentSpec, campaign: Any
+                            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows aggregated from a selection of the campaign's judgments (A lever gold filtering,
+    the drift probe's windows), and what was selected.
+
+    ``annotation.services.snapshots`` has no judgment filter, so this is the documented row
+    filter: the current regular judgments are read with each annotator's judgment number
+    (1-based over all their judgments in the campaign in time order, calibration included:
+    the drift clock of ``evaluation.simulation`` and the numbering of the quality dashboards),
+    judgments of annotators whose gold accuracy (``annotator_gold_counts``) is below
+    ``spec.gold_threshold`` are dropped, and with a window only numbers before (``early``) or
+    from (``late``) the pool's drift onset are kept; the rest go through the same
+    ``aggregate_pairwise_fit`` the snapshot service calls, with the same per-method inputs (gold
+    anchors restricted to the kept judgments). The rows are shaped like a snapshot's but are not
+    stored as one (a Snapshot is a campaign's full aggregate); their hash is in each arm.
+    """
+    from collections import defaultdict
+
+    from annotation.aggregation import PairVote, aggregate_pairwise_fit
+    from annotation.models import Comparison, Judgment
+    from annotation.selectors.snapshots import (
+        annotator_gold_counts,
+        comparison_response_ids,
+        comparisons_with_texts,
+        snapshot_gold_votes,
+    )
+    from evaluation.simulation import parse_pool
+
+    gold_counts = annotator_gold_counts(campaign=campaign)
+    dropped = {a for a, (c, n) in gold_counts.items()
+               if n and c / n < spec.gold_threshold} if spec.gold_threshold > 0 else set()
+    onset = pool_drift_onset(parse_pool(spec.pool)) if spec.judgment_window != "all" else None
+    numbers: dict[int, int] = defaultdict(int)
+    votes: list[tuple[int, Any]] = []
+    kept_calibration: set[tuple[int, int]] = set()
+    n_regular = 0
+    for jid, aid, cid, choice, superseded, kind in (
+            Judgment.objects.filter(campaign=campaign)
+            .order_by("annotator_id", "created_at", "id")
+            .values_list("id", "annotator_id", "comparison_id", "choice", "superseded_by__id",
+                         "comparison__kind").iterator(chunk_size=5000)):
+        numbers[aid] += 1
+        if superseded is not None:
+            continue
+        n_regular += kind == Comparison.Kind.REGULAR
+        if aid in dropped or (onset is not None and (
+                (spec.judgment_window == "early" and numbers[aid] >= onset)
+                or (spec.judgment_window == "late" and numbers[aid] < onset))):
+            continue
+        if kind == Comparison.Kind.REGULAR:
+            votes.append((jid, PairVote(cid, aid, choice)))
+        else:
+            kept_calibration.add((cid, aid))
+    kept = [v for _, v in sorted(votes, key=lambda item: item[0])]
+    method = spec.aggregation
+    anchors, gold = snapshot_gold_votes(campaign=campaign) if method == "dawid_skene" \
+        else ([], None)
+    anchors = [v for v in anchors if (v.comparison, v.annotator) in kept_calibration]
+    ids = sorted({v.comparison for v in kept})
+    fit = aggregate_pairwise_fit(
+        method, kept, anchor_votes=anchors, gold=gold,
+        items=comparison_response_ids(comparison_ids=ids) if method == "bradley_terry" else None,
+        gold_counts=gold_counts if method == "gold_weighted" else None)
+    decided = {d.comparison: d for d in fit.decisions if d.winner is not None}
+    rows = []
+    for comparison in comparisons_with_texts(comparison_ids=decided).iterator(chunk_size=2000):
+        decision = decided[comparison.pk]
+        a, b = comparison.response_a.text, comparison.response_b.text
+        chosen, rejected = (a, b) if decision.winner == "A" else (b, a)
+        rows.append({
+            "prompt": comparison.prompt.turns,
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "margin": round(decision.margin, 6), "weight": round(decision.weight, 6),
+            "comparison_id": comparison.pk, "agreement": round(decision.agreement, 6),
+            "n_judgments": decision.n_judgments, "category": comparison.prompt.category,
+        })
+    if not rows:
+        raise ValueError("the selected judgments decide no comparison: nothing to train on")
+    from django.contrib.auth import get_user_model
+
+    names = sorted(get_user_model().objects.filter(pk__in=dropped)
+                   .values_list("username", flat=True))
+    return rows, {"filtered": True, "gold_threshold": spec.gold_threshold,
+                  "annotators_dropped": len(dropped), "dropped": names,
+                  "window": spec.judgment_window,
+                  "onset_judgment": onset, "regular_judgments": n_regular,
+                  "regular_judgments_kept": len(kept), "rows": len(rows)}
+
+
+def _eval_set(spec: ExperimentSpec, seed: int) -> _EvalSet:
+    """Evaluation prompts (a seed of their own), π₀'s pools, r* and the world's features."""
+    from evaluation import probes
+    from evaluation.worlds import get_world
+
+    world = get_world(spec.world)
+    categories = None if spec.eval_categories == "all" else [
+        c for c in world.categories if c not in world.held_out_categories]
+    prompts, pools = reference_pools(world, n_prompts=spec.n_eval_prompts,
+                                     k=spec.samples_per_prompt, seed=10_000 + seed,
+                                     categories=categories)
+    true = np.array([[world.utility(p, t) for t in pool]
+                     for p, pool in zip(prompts, pools, strict=True)])
+    features, masks = probes.feature_tables(world, prompts, pools)
+    held_out = np.array([p.category in world.held_out_categories for p in prompts])
+    return _EvalSet(prompts=prompts, pools=pools, true=true, features=features, masks=masks,
+                    held_out=held_out)
+
+
+def reply_with_checks(world: Any, prompt: Any, text: str) -> str:
+    """M lever: the reply followed by the world's per-criterion checks, as an oracle
+    per-criterion annotator would give them (is the final answer correct; on a wrong-belief
+    prompt, does the reply endorse the user's belief). The reward model reads this text in its
+    training rows and when it scores π₀'s samples."""
+    f = world.features(prompt, text)
+    checks = [f"answer {'correct' if f.get('correct') else 'not correct'}"]
+    if prompt.metadata.get("user_belief") is not None:
+        checks.append(f"agrees with the user's wrong belief: "
+                      f"{'yes' if f.get('agrees_with_user') else 'no'}")
+    return f"{text}\n[checks: {'; '.join(checks)}]"
+
+
+def rows_with_checks(world: Any, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose chosen and rejected replies carry ``reply_with_checks`` (unreadable prompts
+    as they are)."""
+    out = []
+    for row in rows:
+        prompt = world.parse_prompt(list(row["prompt"]))
+        if prompt is None:
+            out.append(row)
+            continue
+        out.append({**row, **{side: [{"role": "assistant", "content": reply_with_checks(
+            world, prompt, _reply_text(row[side]))}] for side in ("chosen", "rejected")}})
+    return out
 
 
 def _base_reward(spec: ExperimentSpec) -> Any:
@@ -409,9 +801,16 @@ def _base_reward(spec: ExperimentSpec) -> Any:
 
 
 def _train_and_score(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]],
-                     prompts: list[Any], pools: list[list[str]], out_dir: Path
+                     prompts: list[Any], pools: list[list[str]], out_dir: Path,
+                     cache: dict[Any, Any] | None = None, rows_digest: str = ""
                      ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Train the reward model(s) on ``rows`` and score π₀'s pools: (P, K) r̂, and a summary."""
+    """Train the reward model(s) on ``rows`` and score π₀'s pools: (P, K) r̂, and a summary.
+
+    ``cache`` (one sweep's) keeps each member's scores by what determines them (the rows'
+    digest, the member's seed, the model and training fields, the reward input; the pools are
+    the seed's): variants that differ only in how members combine (ensemble rule, k, size)
+    reuse the same trained members, so their comparison is paired down to the member.
+    """
     from training.methods import method_config
     from training.methods import reward_model as rm
     from training.methods.base import NullReporter, RunContext
@@ -425,6 +824,13 @@ def _train_and_score(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]]
     members, per_member = [], []
     for i in range(spec.ensemble_size):
         member_seed = seed * 1000 + i
+        key = ("member", rows_digest, member_seed, spec.world, spec.tiny_hidden, spec.tiny_layers,
+               json.dumps(spec.rm_config, sort_keys=True), spec.reward_input)
+        if cache is not None and rows_digest and key in cache:
+            scores, member = cache[key]
+            per_member.append(scores)
+            members.append(member)
+            continue
         ctx = RunContext(config=config, output_dir=out_dir / f"rm-{i}", reporter=NullReporter(),
                          seed=member_seed, rows=rows, base_model=base)
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
@@ -436,8 +842,13 @@ def _train_and_score(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]]
                         **{k: result.metrics.get(k) for k in
                            ("eval_accuracy", "train_accuracy", "train_loss", "steps",
                             "train_pairs", "eval_pairs")}})
+        if cache is not None and rows_digest:
+            cache[key] = (per_member[-1], members[-1])
     rule = "mean_minus_k_std" if spec.ensemble_rule == "mean" else spec.ensemble_rule
     k = spec.ensemble_k if spec.ensemble_rule == "mean_minus_k_std" else 0.0
+    if spec.ensemble_standardize and len(per_member) > 1:
+        per_member = [((np.asarray(m, dtype=float) - np.mean(m)) / (np.std(m) or 1.0)).tolist()
+                      for m in per_member]
     combined = ensemble_combine(per_member, k=k, rule=rule)
     proxy = np.asarray(combined, dtype=float).reshape(len(prompts), spec.samples_per_prompt)
     accs = [m["eval_accuracy"] for m in members if m["eval_accuracy"] is not None]
@@ -445,25 +856,70 @@ def _train_and_score(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]]
                    "eval_accuracy": float(np.mean(accs)) if accs else None}
 
 
-def _curves(spec: ExperimentSpec, seed: int, proxy: np.ndarray, true: np.ndarray
-            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    from evaluation import fits, gap
+def _tilting(*, proxy: np.ndarray, true: np.ndarray, pressure: np.ndarray, n_boot: int,
+             level: float, seed: int) -> Any:
+    from evaluation import gap
 
-    curves, fitted, headline = {}, {}, {}
+    return gap.tilting_curve(proxy=proxy, true=true, lambdas=pressure, n_boot=n_boot,
+                             level=level, seed=seed)
+
+
+def _best_of_n(*, proxy: np.ndarray, true: np.ndarray, pressure: np.ndarray, n_boot: int,
+               level: float, seed: int) -> Any:
+    from evaluation import gap
+
+    return gap.best_of_n_curve(proxy=proxy, true=true, ns=pressure, n_boot=n_boot, level=level,
+                               seed=seed)
+
+
+def _tilting_grid(spec: ExperimentSpec, proxy: np.ndarray) -> np.ndarray:
+    """λ in units of 1/r̂: the spec's grid over r̂'s SD under π₀ (the whole pool's, so every
+    split of the prompts is tilted with the same λ)."""
+    from evaluation import gap
+
     sd = gap.reference_scale(reference=proxy).std
+    return gap.lambda_grid(lo=spec.lambda_min, hi=spec.lambda_max, num=spec.n_lambdas) / sd
+
+
+def _best_of_n_grid(spec: ExperimentSpec, proxy: np.ndarray) -> np.ndarray:
+    from evaluation import gap
+
+    return gap.n_grid(n_max=spec.n_max, num=spec.n_ns)
+
+
+# The dispatch point of pressure methods: method -> (its pressure grid from the spec and π₀'s
+# r̂; its curve on (P, K) proxy and true at those pressures). A trained-policy method (DPO's β
+# sweep, evaluation/policy_pressure.py) adds one entry to each and to PRESSURE_METHODS.
+PRESSURE_GRIDS: dict[str, Callable[[ExperimentSpec, np.ndarray], np.ndarray]] = {
+    "tilting": _tilting_grid, "best_of_n": _best_of_n_grid}
+PRESSURE_CURVES: dict[str, Callable[..., Any]] = {"tilting": _tilting, "best_of_n": _best_of_n}
+
+
+def _curves(spec: ExperimentSpec, seed: int, proxy: np.ndarray, true: np.ndarray,
+            ev: _EvalSet | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any],
+                       dict[str, Any]]:
+    """Per pressure method: the curve (with the Murphy features along it), its fits, the
+    headline, the mirage splits, and the gap trend with its replicates (for MAPS changes)."""
+    from evaluation import fits, probes
+
+    curves, fitted, headline, splits, trends = {}, {}, {}, {}, {}
+    d_limit = math.sqrt(spec.kl_limit) if spec.kl_limit > 0 else None
+    boot = {"n_boot": spec.n_boot, "level": spec.level, "seed": seed}
+    trend_d = spec.trend_d_max or None
     for method in spec.pressure:
-        if method == "tilting":
-            lams = gap.lambda_grid(lo=spec.lambda_min, hi=spec.lambda_max, num=spec.n_lambdas)
-            curve = gap.tilting_curve(proxy=proxy, true=true, lambdas=lams / sd,
-                                      n_boot=spec.n_boot, level=spec.level, seed=seed)
-        else:
-            curve = gap.best_of_n_curve(proxy=proxy, true=true,
-                                        ns=gap.n_grid(n_max=spec.n_max, num=spec.n_ns),
-                                        n_boot=spec.n_boot, level=spec.level, seed=seed)
+        grid = PRESSURE_GRIDS[method](spec, proxy)
+        curve = PRESSURE_CURVES[method](proxy=proxy, true=true, pressure=grid, **boot)
+        if d_limit is not None:
+            curve = probes.curve_truncate(curve, d_max=d_limit)
+            if int((curve.d.value > 0).sum()) < 3:
+                raise ValueError(f"{method}: fewer than 3 points with 0 < d <= "
+                                 f"sqrt(kl_limit) = {d_limit:.3g}; raise kl_limit or refine "
+                                 "the pressure grid")
         gold = fits.gold_fit_curve(curve=curve, form="bon")
-        trend = fits.gap_trend(curve=curve, d_max=spec.trend_d_max or None)
-        curves[method] = curve.as_dict()
-        fitted[method] = {"gold": gold.as_dict(), "gap": trend.as_dict()}
+        trend = fits.gap_trend(curve=curve, d_max=trend_d)
+        trends[method] = trend
+        data = curve.as_dict()
         headline[method] = {
             "gap_slope": trend.slope.as_dict(),
             "gap_intercept": trend.intercept.as_dict(),
@@ -473,12 +929,55 @@ def _curves(spec: ExperimentSpec, seed: int, proxy: np.ndarray, true: np.ndarray
             "d_max": float(curve.d.value.max()),
             "proxy_at_max": float(curve.proxy.value[-1]),
             "gold_at_max": float(curve.true.value[-1]),
+            "gold_max": float(curve.true.value.max()),
         }
-    return curves, fitted, headline
+        if ev is not None and method in probes.FEATURE_METHODS:
+            bands = probes.feature_bands(method=method, scores=proxy, features=ev.features,
+                                         masks=ev.masks, pressure=curve.pressure, **boot)
+            data["features"] = {k: v for k, v in bands.items() if v is not None}
+            headline[method]["feature_slopes"] = {
+                k: probes.slope_per_d(d=curve.d.value, value=v["value"])
+                for k, v in data["features"].items()}
+        if ev is not None and ev.held_out.any() and (~ev.held_out).any():
+            parts, part_heads = {}, {}
+            for part, mask in (("in_distribution", ~ev.held_out), ("held_out", ev.held_out)):
+                p_sub, t_sub = probes.subset(mask, proxy, true)
+                sub = PRESSURE_CURVES[method](proxy=p_sub, true=t_sub, pressure=curve.pressure,
+                                              **boot)
+                sub_trend = fits.gap_trend(curve=sub, d_max=trend_d)
+                parts[part] = probes.split_dict(sub)
+                part_heads[part] = {"gap_slope": sub_trend.slope.as_dict(),
+                                    "gap_intercept": sub_trend.intercept.as_dict(),
+                                    "gap_at_max": float(sub.gap.value[-1]),
+                                    "gold_at_max": float(sub.true.value[-1]),
+                                    "n_prompts": sub.n_prompts}
+            splits[method] = parts
+            headline[method]["splits"] = part_heads
+        curves[method] = data
+        fitted[method] = {"gold": gold.as_dict(), "gap": trend.as_dict()}
+    return curves, fitted, headline, splits, trends
 
 
-def _arm(spec: ExperimentSpec, shared: _Shared, epsilon: float, out_root: Path,
-         progress: Callable[[str], None]) -> ArmResult:
+def _probes(proxy: np.ndarray, ev: _EvalSet) -> dict[str, Any]:
+    """P16's correlations of r̂ with each feature, over every sample and within prompts (what
+    pressure, choosing among one prompt's samples, acts on); on the prompts it is defined on."""
+    from evaluation import probes
+
+    out: dict[str, Any] = {}
+    for name, values in ev.features.items():
+        mask = ev.masks[name].astype(bool)
+        if not mask.any():
+            continue
+        p, v = probes.subset(mask, proxy, values)
+        out[f"corr_proxy_{name}"] = probes.correlation(p, v)
+        out[f"corr_within_prompt_proxy_{name}"] = probes.within_prompt_correlation(p, v)
+    return out
+
+
+def _arm(spec: ExperimentSpec, shared: _Shared, ev: _EvalSet, epsilon: float, out_root: Path,
+         progress: Callable[[str], None], cache: dict[Any, Any] | None = None
+         ) -> tuple[ArmResult, dict[str, Any]]:
+    """One (ε, seed) arm; also returns its gap trends with replicates (for MAPS changes)."""
     from evaluation.worlds import get_world
 
     world = get_world(spec.world)
@@ -486,6 +985,12 @@ def _arm(spec: ExperimentSpec, shared: _Shared, epsilon: float, out_root: Path,
     timing = dict(shared.timing)
     started = time.monotonic()
     rows, utilities = shared.rows, shared.utilities
+    n_before = len(rows)
+    if spec.train_categories:
+        keep = [i for i, r in enumerate(rows) if r.get("category") in spec.train_categories]
+        if not keep:
+            raise ValueError(f"no snapshot row is in train_categories {spec.train_categories}")
+        rows, utilities = [rows[i] for i in keep], [utilities[i] for i in keep]
     if spec.noise_base == "truth":
         rows = rows_orient_by_truth(rows, utilities)
     rows, flipped = rows_flip(rows, rate=epsilon, seed=seed)
@@ -503,38 +1008,52 @@ def _arm(spec: ExperimentSpec, shared: _Shared, epsilon: float, out_root: Path,
         "true_campaign": shared.epsilon_true_campaign,
         "true_rows_scored": err["n_scored"],
     }
-    prompts, pools = reference_pools(world, n_prompts=spec.n_eval_prompts,
-                                     k=spec.samples_per_prompt, seed=10_000 + seed)
-    true = np.array([[world.utility(p, t) for t in pool] for p, pool in zip(prompts, pools,
-                                                                               strict=True)])
+    prompts, pools, true = ev.prompts, ev.pools, ev.true
     timing["rows_and_pools"] = time.monotonic() - started
     started = time.monotonic()
     if spec.reward == "utility_noise":
         progress("proxy")
         rng = np.random.default_rng(seed)
         proxy = true + spec.proxy_noise_sd * rng.standard_normal(true.shape)
+        if spec.proxy_bias:
+            from evaluation import probes
+
+            tables, _ = probes.feature_tables(world, prompts, pools, names=list(spec.proxy_bias))
+            proxy = proxy + sum(float(w) * tables[k] for k, w in spec.proxy_bias.items())
         rm_info: dict[str, Any] = {"kind": "utility_noise", "noise_sd": spec.proxy_noise_sd,
-                                   "eval_accuracy": None, "members": []}
+                                   "bias": dict(spec.proxy_bias), "eval_accuracy": None,
+                                   "members": []}
     else:
         progress("reward_model")
         out_dir = out_root / f"eps{epsilon:.4f}-s{seed}"
-        proxy, rm_info = _train_and_score(spec, seed, rows, prompts, pools, out_dir)
+        if spec.reward_input == "reply+checks":
+            train_rows = rows_with_checks(world, rows)
+            pools = [[reply_with_checks(world, p, t) for t in pool]
+                     for p, pool in zip(prompts, pools, strict=True)]
+        else:
+            train_rows = rows
+        proxy, rm_info = _train_and_score(spec, seed, train_rows, prompts, pools, out_dir,
+                                          cache=cache, rows_digest=digest)
         rm_info["kind"] = "trained"
     with np.errstate(invalid="ignore"):
         corr = float(np.corrcoef(proxy.ravel(), true.ravel())[0, 1])
     rm_info |= {"clean_accuracy": pairwise_agreement(proxy, true), "corr_proxy_true": corr,
-                "ensemble_size": spec.ensemble_size, "ensemble_rule": spec.ensemble_rule}
+                "ensemble_size": spec.ensemble_size, "ensemble_rule": spec.ensemble_rule,
+                "reward_input": spec.reward_input}
     timing["reward_model"] = time.monotonic() - started
     started = time.monotonic()
     progress("gap")
-    curves, fitted, headline = _curves(spec, seed, proxy, true)
+    curves, fitted, headline, splits, trends = _curves(spec, seed, proxy, true, ev)
     timing["gap"] = time.monotonic() - started
     return ArmResult(
         seed=seed, epsilon=epsilon_info,
-        rows={"n": len(rows), "flipped": len(flipped), "sha256": digest,
-              "snapshot_id": shared.snapshot_id, "campaign_id": shared.campaign_id},
+        rows={"n": len(rows), "n_snapshot": n_before, "flipped": len(flipped),
+              "sha256": digest, "snapshot_id": shared.snapshot_id,
+              "campaign_id": shared.campaign_id, "selection": shared.selection,
+              "train_categories": list(spec.train_categories)},
         reward_model=rm_info, curves=curves, fits=fitted, headline=headline,
-        timing={k: round(v, 3) for k, v in timing.items()})
+        timing={k: round(v, 3) for k, v in timing.items()}, splits=splits,
+        probes=_probes(proxy, ev)), trends
 
 
 def _summary(spec: ExperimentSpec, arms: list[ArmResult]) -> dict[str, Any]:
@@ -562,17 +1081,65 @@ def _summary(spec: ExperimentSpec, arms: list[ArmResult]) -> dict[str, Any]:
     return out
 
 
+def _seed_mean_trend(trends: Sequence[Any]) -> Any:
+    """The mean over seeds of gap trends as one Trend: value the mean, replicate b the mean of
+    the seeds' replicates b (seeds are independent, so it is a bootstrap of the mean)."""
+    from evaluation import fits
+
+    if len(trends) == 1:
+        return trends[0]
+    boot = np.mean([t.boot for t in trends], axis=0)
+    lo, hi = np.quantile(boot, [(1 - trends[0].level) / 2, (1 + trends[0].level) / 2], axis=0)
+
+    def est(i: int, name: str) -> Any:
+        return fits.Estimate(float(np.mean([getattr(t, name).value for t in trends])),
+                             float(lo[i]), float(hi[i]))
+
+    return fits.Trend(slope=est(0, "slope"), intercept=est(1, "intercept"),
+                      interval_method="bootstrap", level=trends[0].level,
+                      n_points=trends[0].n_points, boot=boot)
+
+
+def maps_changes(*, arm_trends: Sequence[dict[str, Any]], baseline_trends: Sequence[dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """Per method both ran: the variant's change in gap slope and intercept against the
+    baseline at the same ε (``fits.trend_change`` on paired replicates: same prompts, same
+    resamples), the mean over seeds, and each seed's change."""
+    from evaluation import fits
+
+    out: dict[str, Any] = {}
+    methods = [m for m in arm_trends[0] if m in baseline_trends[0]]
+    for method in methods:
+        arm = [t[method] for t in arm_trends]
+        base = [t[method] for t in baseline_trends]
+        change = fits.trend_change(arm=_seed_mean_trend(arm), baseline=_seed_mean_trend(base))
+        per_seed = [fits.trend_change(arm=a, baseline=b) for a, b in zip(arm, base, strict=True)]
+        out[method] = {
+            "slope_change": change.slope.as_dict(),
+            "intercept_change": change.intercept.as_dict(),
+            "interval_method": change.interval_method,
+            "n_seeds": len(arm),
+            "per_seed": [{"slope": c.slope.value, "intercept": c.intercept.value}
+                         for c in per_seed],
+        }
+    return out
+
+
 def experiment_noise_sweep(*, spec: ExperimentSpec,
                            epsilons: Sequence[float] = (0.0, 0.1, 0.2, 0.3),
                            progress: Progress | None = None) -> list[ExperimentResult]:
-    """Run one arm per injected ε, every arm on the same world, pool, campaign and snapshot.
+    """Run one arm per injected ε for the baseline and then for each MAPS variant.
 
-    Per seed the annotation is done once (and reused if a campaign of this spec and seed exists)
-    and each ε flips its own seeded rows, trains its own reward model(s) and measures its own
-    curves; π₀'s evaluation pools and the bootstrap resamples are the same for every ε of a seed,
-    so arms differ only by their noise (paired, ``fits.trend_change`` applies). Returns one
-    :class:`ExperimentResult` per ε, in the order given. Raises ValueError for ε outside
-    [0, 0.5) and ``annotation.errors.ApplicationError`` from the annotation services.
+    Per seed the annotation is done once per set of annotation fields (and reused if a
+    campaign of those fields and this seed exists) and the rows once per set of snapshot fields;
+    each ε flips its own seeded rows, trains its own reward model(s) and measures its own
+    curves. π₀'s evaluation pools and the bootstrap resamples are the same for every ε and
+    every variant of a seed, so arms differ only by their noise or their lever (paired,
+    ``fits.trend_change`` applies): each variant's ``summary["maps"]`` gives its change in gap
+    slope and intercept against the baseline at the same ε. Returns one
+    :class:`ExperimentResult` per (variant, ε): the baseline's first, then each variant's, ε in
+    the order given. Raises ValueError for ε outside [0, 0.5) and
+    ``annotation.errors.ApplicationError`` from the annotation services.
     """
     from django.conf import settings
 
@@ -580,45 +1147,66 @@ def experiment_noise_sweep(*, spec: ExperimentSpec,
 
     if not epsilons or any(not 0 <= e < 0.5 for e in epsilons):
         raise ValueError("every epsilon must be in [0, 0.5)")
-    n_steps = len(spec.seeds) * (1 + len(epsilons))
+    variants = [Variant(name="baseline", lever="", spec=replace(spec, variants=()),
+                        overrides={}), *variant_specs(spec)]
+    n_steps = len(spec.seeds) * len(variants) * (1 + len(epsilons))
     done = 0
 
     def tell(stage: str) -> None:
         if progress is not None:
             progress(stage, done / n_steps)
 
-    out_root = Path(settings.GAPLAB_ARTIFACT_ROOT) / "experiments" / spec.key()
+    root = Path(settings.GAPLAB_ARTIFACT_ROOT) / "experiments"
+    cells = [(v, float(e)) for v in range(len(variants)) for e in epsilons]
+    arms: dict[tuple[int, float], list[ArmResult]] = {c: [] for c in cells}
+    trends: dict[tuple[int, float], list[dict[str, Any]]] = {c: [] for c in cells}
+    seconds: dict[tuple[int, float], float] = dict.fromkeys(cells, 0.0)
+    cache: dict[Any, Any] = {}
     started = time.monotonic()
-    arms: dict[float, list[ArmResult]] = {e: [] for e in epsilons}
-    seconds: dict[float, float] = dict.fromkeys(epsilons, 0.0)
     for seed in spec.seeds:
-        shared = _annotate(spec, seed, tell)
-        done += 1
-        for eps in epsilons:
-            t0 = time.monotonic()
-            arms[eps].append(_arm(spec, shared, float(eps), out_root, tell))
-            seconds[eps] += time.monotonic() - t0
+        ev = _eval_set(spec, seed)
+        for vi, variant in enumerate(variants):
+            shared = _annotate(variant.spec, seed, tell, cache)
             done += 1
-            tell(f"arm eps={eps:g} seed={seed}")
-    annotate_s = (time.monotonic() - started - sum(seconds.values())) / len(epsilons)
+            for eps in epsilons:
+                t0 = time.monotonic()
+                arm, arm_trends = _arm(variant.spec, shared, ev, float(eps),
+                                       root / variant.spec.full_key(), tell, cache)
+                arms[(vi, float(eps))].append(arm)
+                trends[(vi, float(eps))].append(arm_trends)
+                seconds[(vi, float(eps))] += time.monotonic() - t0
+                done += 1
+                tell(f"{variant.name} eps={eps:g} seed={seed}")
+    shared_s = (time.monotonic() - started - sum(seconds.values())) / len(cells)
     version = code_version()
-    return [ExperimentResult(
-        spec=_plain(asdict(replace(spec, flip_rate=float(eps)))), epsilon_injected=float(eps),
-        arms=arms[eps], summary=_summary(spec, arms[eps]),
-        seconds=round(seconds[eps] + annotate_s, 3), code_version=version,
-    ) for eps in epsilons]
+    out = []
+    for vi, eps in cells:
+        variant = variants[vi]
+        summary = _summary(variant.spec, arms[(vi, eps)])
+        if vi > 0:
+            summary["maps"] = maps_changes(arm_trends=trends[(vi, eps)],
+                                           baseline_trends=trends[(0, eps)])
+            summary["overrides"] = variant.overrides
+        out.append(ExperimentResult(
+            spec=_plain(asdict(replace(variant.spec, flip_rate=eps))), epsilon_injected=eps,
+            arms=arms[(vi, eps)], summary=summary, seconds=round(seconds[(vi, eps)] + shared_s, 3),
+            code_version=version, variant=variant.name, lever=variant.lever))
+    return out
 
 
 def experiment_run(*, spec: ExperimentSpec, progress: Progress | None = None) -> ExperimentResult:
-    """Run the experiment at ``spec.flip_rate``, one arm per seed (module docstring)."""
+    """Run the experiment at ``spec.flip_rate``, one arm per seed (module docstring); the
+    baseline's result (``experiment_noise_sweep`` gives the variants' too)."""
     return experiment_noise_sweep(spec=spec, epsilons=(spec.flip_rate,), progress=progress)[0]
 
 
 def result_headline(result: ExperimentResult) -> dict[str, Any]:
-    """The JSON line of ``manage.py experiment`` for one ε: noise coordinates, and per pressure
-    method the gap's slope with its interval, peak or "no peak", d*."""
+    """The JSON line of ``manage.py experiment`` for one (variant, ε): variant and lever, noise
+    coordinates, and per pressure method the gap's slope with its interval, peak or "no peak",
+    d*, and for a variant its change in slope and intercept against the baseline."""
     s = result.summary
     line: dict[str, Any] = {
+        "variant": result.variant, "lever": result.lever,
         "epsilon_injected": result.epsilon_injected,
         "epsilon_measured": s["epsilon_measured"], "epsilon_true": s["epsilon_true"],
         "rm_clean_accuracy": s["rm_clean_accuracy"],
@@ -635,4 +1223,8 @@ def result_headline(result: ExperimentResult) -> dict[str, Any]:
             "d_star": (float(np.median([p for p in peaks if p is not None]))
                        if any(p is not None for p in peaks) else None),
         }
+        change = s.get("maps", {}).get(method)
+        if change is not None:
+            line[method] |= {"slope_change": change["slope_change"],
+                             "intercept_change": change["intercept_change"]}
     return _plain(line)

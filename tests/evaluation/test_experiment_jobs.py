@@ -77,6 +77,42 @@ def test_execute_runs_the_sweep_and_stores_result_headline_and_progress(settings
     assert experiment_execute(experiment_id=experiment.pk) is None
 
 
+def test_execute_stores_variant_results_baseline_first(settings, tmp_path):
+    """MAPS variants flow through the job: one result per (variant, ε), the baseline's first,
+    each with its variant and lever; the headline's arms too, a variant's with its change."""
+    settings.GAPLAB_ARTIFACT_ROOT = tmp_path
+    spec = {**SMALL, "variants": [{"name": "kl1", "lever": "P", "overrides": {"kl_limit": 1.0}}]}
+    experiment = experiment_create(spec=spec, epsilons=[0.0, 0.2])
+    assert experiment.spec["variants"][0]["name"] == "kl1"
+    experiment_execute(experiment_id=experiment.pk)
+    experiment.refresh_from_db()
+    assert experiment.status == JobStatus.SUCCEEDED, experiment.error
+    order = [(r["variant"], r["lever"], r["epsilon_injected"]) for r in experiment.result]
+    assert order == [("baseline", "", 0.0), ("baseline", "", 0.2), ("kl1", "P", 0.0),
+                     ("kl1", "P", 0.2)]
+    arms = experiment.headline["arms"]
+    assert [(a["variant"], a["lever"]) for a in arms] == [(v, lever) for v, lever, _ in order]
+    assert "slope_change" not in arms[0]["tilting"]
+    change = arms[2]["tilting"]["slope_change"]
+    assert change["lo"] <= change["value"] <= change["hi"]
+    maps = experiment.result[2]["summary"]["maps"]["best_of_n"]
+    assert {"slope_change", "intercept_change"} <= maps.keys()
+
+
+def test_a_bad_variant_names_its_field_and_queues_nothing(cast):
+    bad = {"variants": [{"name": "a", "lever": "P", "overrides": {"ensemble_size": 3}},
+                        {"name": "b", "lever": "P", "overrides": {"ensemble_size": 99}}]}
+    with pytest.raises(ExperimentConfigError) as caught:
+        experiment_create(spec=bad, epsilons=[0.0])
+    assert "variants[1].overrides.ensemble_size" in caught.value.errors
+    resp = _api(cast["researcher"]).post(URL, {"spec": {**bad, "variants": [
+        *bad["variants"], {"name": "c", "lever": "X", "overrides": {}}]}}, format="json")
+    assert resp.status_code == 400
+    assert {"variants[1].overrides.ensemble_size", "variants[2].lever"} <= \
+        resp.json()["spec"].keys()
+    assert not Experiment.objects.exists() and not _queued_messages().exists()
+
+
 def test_a_cancel_seen_at_a_progress_report_ends_it_cancelled(settings, tmp_path,
                                                               monkeypatch):
     settings.GAPLAB_ARTIFACT_ROOT = tmp_path

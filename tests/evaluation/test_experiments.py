@@ -77,6 +77,16 @@ def test_result_is_plain_json_with_noise_coordinates(sweep):
             assert set(arm.curves) == {"tilting", "best_of_n"}
     # The arms of one seed share the campaign and snapshot; only the flips differ.
     assert len({r.arms[0].rows["snapshot_id"] for r in sweep}) == 1
+    # Issue 9 contract: variant and lever, Murphy features along each curve, mirage splits.
+    data = sweep[0].as_dict()
+    assert data["variant"] == "baseline" and data["lever"] == "" and "maps" not in data["summary"]
+    arm = data["arms"][0]
+    for method in ("tilting", "best_of_n"):
+        features = arm["curves"][method]["features"]
+        assert set(features) == {"length", "padding", "agrees_with_user", "correct"}
+        n = len(arm["curves"][method]["pressure"])
+        assert all(len(band[k]) == n for band in features.values() for k in ("value", "lo", "hi"))
+        assert set(arm["splits"][method]) == {"in_distribution", "held_out"}
     assert len({r.arms[0].rows["sha256"] for r in sweep}) == len(EPSILONS)
 
 
@@ -176,6 +186,23 @@ def test_spec_from_dict_names_every_bad_field():
     with pytest.raises(ConfigError):
         spec_from_dict({"pool": "wizard:3"})
     assert spec_from_dict({"seeds": [1, 2], "pressure": ["tilting"]}).seeds == (1, 2)
+    with pytest.raises(ConfigError) as exc:
+        spec_from_dict({"eval_categories": "some", "judgment_window": "middle"})
+    assert {"eval_categories", "judgment_window"} <= set(exc.value.errors)
+    with pytest.raises(ConfigError) as exc:  # checks that need the world and the pool
+        spec_from_dict({"train_categories": ["poetry"], "kl_limit": 0.2,
+                        "judgment_window": "late"})
+    assert {"train_categories", "kl_limit", "judgment_window"} <= set(exc.value.errors)
+
+
+def test_spec_key_covers_the_annotation_fields_only():
+    """Campaign reuse: specs that differ past annotation share ``key()``; the snapshot key adds
+    aggregation and the judgment selection."""
+    base = ExperimentSpec()
+    other = ExperimentSpec(aggregation="dawid_skene", ensemble_size=4, n_eval_prompts=50)
+    assert base.key() == other.key() and base.snapshot_key() != other.snapshot_key()
+    assert base.key() != ExperimentSpec(overlap=5).key()
+    assert base.full_key() != other.full_key()
 
 
 @pytest.mark.django_db

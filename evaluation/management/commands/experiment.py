@@ -7,7 +7,13 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluation.experiments import AGGREGATIONS, NOISE_BASES, PRESSURE_METHODS, REWARDS
+from evaluation.experiments import (
+    AGGREGATIONS,
+    EVAL_CATEGORIES,
+    NOISE_BASES,
+    PRESSURE_METHODS,
+    REWARDS,
+)
 from evaluation.worlds import world_names
 
 
@@ -15,9 +21,11 @@ class Command(BaseCommand):
     help = (
         "Simulate a pool on a world's campaign, snapshot it, inject label noise at each "
         "--epsilon, train the reward model(s), apply pressure to pi0's pools and measure the "
-        "gap. Prints progress; the last line is one JSON object: {spec_key, seconds, arms: [per "
-        "epsilon: epsilon injected/measured/true, per pressure method the gap slope with its "
-        "interval, the peak or \"no peak\", d*]}. With --queue it creates an Experiment job on the "
+        "gap, for the baseline and each MAPS --variants entry. Prints progress; the last line is "
+        "one JSON object: {spec_key, seconds, arms: [per (variant, epsilon): variant, lever, "
+        "epsilon injected/measured/true, per pressure method the gap slope with its interval, "
+        "the peak or \"no peak\", d*, and for a variant its slope and intercept change]}. "
+        "With --queue it creates an Experiment job on the "
         "gpu queue instead and ends with {experiment_id, status, queue, spec_key, epsilons}."
     )
 
@@ -46,6 +54,13 @@ class Command(BaseCommand):
         parser.add_argument("--samples", type=int, default=16, help="K samples per prompt.")
         parser.add_argument("--seeds", type=int, default=1, help="Seeds 0..N-1.")
         parser.add_argument("--n-boot", type=int, default=300, help="Bootstrap resamples.")
+        parser.add_argument("--eval-categories", default="all", choices=EVAL_CATEGORIES,
+                            help="Evaluation prompts: all categories (held-out ones too: the "
+                                 "mirage split) or the training ones.")
+        parser.add_argument("--variants", default="",
+                            help="MAPS variants as JSON: [{\"name\": \"ens\", \"lever\": "
+                                 "\"P\", \"overrides\": {\"ensemble_size\": 4, "
+                                 "\"ensemble_rule\": \"min\"}}, ...].")
         parser.add_argument("--queue", action="store_true",
                             help="Queue an Experiment job on the gpu queue (a worker runs it; "
                                  "admin and /api/v1/experiments/ show it) instead of running "
@@ -59,6 +74,10 @@ class Command(BaseCommand):
         if o["seeds"] < 1:
             raise CommandError("--seeds must be >= 1")
         try:
+            variants = json.loads(o["variants"]) if o["variants"] else []
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--variants is not JSON: {exc}") from exc
+        try:
             spec = spec_from_dict({
                 "world": o["world"], "pool": o["pool"], "n_prompts": o["prompts"],
                 "overlap": o["overlap"], "aggregation": o["aggregation"],
@@ -67,6 +86,7 @@ class Command(BaseCommand):
                 "pressure": list(dict.fromkeys(o["pressure"] or PRESSURE_METHODS)),
                 "n_eval_prompts": o["eval_prompts"], "samples_per_prompt": o["samples"],
                 "n_boot": o["n_boot"], "seeds": list(range(o["seeds"])),
+                "eval_categories": o["eval_categories"], "variants": variants,
             })
         except (ConfigError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
@@ -84,7 +104,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         for r in results:
-            self.stdout.write(f"epsilon {r.epsilon_injected:g}: " + ", ".join(
+            self.stdout.write(f"{r.variant} epsilon {r.epsilon_injected:g}: " + ", ".join(
                 f"{m} gap slope {r.summary[m]['gap_slope_median']:.3f}"
                 for m in spec.pressure) + f" ({r.seconds:.1f} s)")
         self.stdout.write(json.dumps({
