@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/", include("annotation.urls.api")),
     path("api/v1/training/", include("training.urls.api")),
     path("api/v1/experiments/", include("evaluation.urls.api")),
+    path("api/v1/eval-rounds/", include("evaluation.urls.eval_rounds")),
     path("quality/", include("annotation.urls.quality")),
     path("training/", include("training.urls")),
     path("gap/", include("evaluation.urls.web")),

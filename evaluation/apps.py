@@ -3,10 +3,12 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
-# What the admin and researcher roles may do with experiments in the Django admin: "add" queues
-# one through experiment_create, "change" is the cancel action; rows are otherwise view-only
-# job state that only the worker writes. No delete: results stay.
-_ROLE_PERMISSIONS = {role: {"experiment": ("view", "add", "change")}
+# What the admin and researcher roles may do with experiments and eval rounds in the Django
+# admin: "add" queues an experiment through experiment_create (a round through
+# eval_round_create), "change" is the cancel (compute win rate) action; rows are otherwise
+# view-only state that only the services write. No delete: results stay.
+_ROLE_PERMISSIONS = {role: {"experiment": ("view", "add", "change"),
+                            "evalround": ("view", "add", "change")}
                      for role in ("admin", "researcher")}
 
 

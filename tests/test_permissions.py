@@ -85,6 +85,18 @@ MATRIX = [
     ("post", "/api/v1/experiments/", [401, 403, 400, 400, 403]),
     ("get", "/api/v1/experiments/{x}/", [401, 403, 200, 200, 403]),
     ("post", "/api/v1/experiments/{x}/cancel/", [401, 403, 409, 409, 403]),
+    # Eval rounds: {v} has no judgments yet (compute: 409).
+    ("get", "/admin/evaluation/evalround/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),
+    ("get", "/admin/evaluation/evalround/add/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200,
+                                                 ADMIN_LOGIN]),
+    ("get", "/api/v1/eval-rounds/", [401, 403, 200, 200, 403]),
+    ("post", "/api/v1/eval-rounds/", [401, 403, 400, 400, 403]),
+    ("get", "/api/v1/eval-rounds/{v}/", [401, 403, 200, 200, 403]),
+    ("post", "/api/v1/eval-rounds/{v}/compute/", [401, 403, 409, 409, 403]),
+    # Gap pages: researchers and admins.
+    ("get", "/gap/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/gap/experiments/{x}/", [LOGIN, 403, 200, 200, 403]),
+    ("get", "/gap/charts/{n}", [LOGIN, 403, 200, 200, 403]),
 ]
 
 
@@ -113,7 +125,25 @@ def world(cast, tmp_path, settings):
     sweep = Sweep.objects.create(method="sft", grid={"seed": [0]})
     experiment = Experiment.objects.create(status=Experiment.Status.SUCCEEDED)
     return {"c": campaign.pk, "e": export.pk, "r": run.pk, "a": artifact.pk, "s": sweep.pk,
-            "x": experiment.pk}
+            "x": experiment.pk, "v": _eval_round().pk, "n": "noise_vs_gap.csv"}
+
+
+def _eval_round():
+    """An eval round opened for people on a finished policy run's samples (nobody judged)."""
+    from evaluation.eval_rounds import eval_round_create
+    from training.methods.common import POLICY_SAMPLES_FILE
+    from training.models import RunArtifact, TrainingRun
+    from training.services.runs import file_sha256, run_dir
+
+    policy = TrainingRun.objects.create(method="sft", status=TrainingRun.Status.SUCCEEDED)
+    run_dir(policy).mkdir(parents=True)
+    file = run_dir(policy) / POLICY_SAMPLES_FILE
+    file.write_text("".join(json.dumps({
+        "prompt_index": i, "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+        "policy": [f"It is {2 * i}."], "reference": [f"{2 * i + 1}"]}) + "\n" for i in range(2)))
+    RunArtifact.objects.create(run=policy, name=POLICY_SAMPLES_FILE, path=str(file),
+                               size=file.stat().st_size, sha256=file_sha256(file))
+    return eval_round_create(run=policy, n_items=2)
 
 
 def _client(cast, role: str) -> Client:

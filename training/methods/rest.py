@@ -44,6 +44,7 @@ from training.methods.base import (
 )
 from training.methods.common import (
     ENSEMBLE_RULES,
+    POLICY_SAMPLES_FILE,
     Measure,
     MeasureFields,
     RewardEnsemble,
@@ -165,8 +166,12 @@ def run(ctx: RunContext) -> MethodResult:
             if ctx.reporter.cancelled():
                 break
             round_metrics["train_loss"] = train_loss
-            round_metrics |= policy_measure(policy, reference, tokenizer, measure,
-                                            ensemble=ensemble, true_reward=ctx.true_reward)
+            # The last round's measured replies beside π₀'s: what an eval round judges.
+            round_metrics |= policy_measure(
+                policy, reference, tokenizer, measure, ensemble=ensemble,
+                true_reward=ctx.true_reward,
+                samples_path=(ctx.output_dir / POLICY_SAMPLES_FILE
+                              if r == cfg.rounds - 1 else None))
             round_metrics = {k: v for k, v in round_metrics.items() if math.isfinite(v)}
             from training.modeling import model_save
 
@@ -186,7 +191,9 @@ def run(ctx: RunContext) -> MethodResult:
         from training.modeling import model_meta
 
         path = ctx.output_dir / f"round-{cfg.rounds}" / "policy"
-        return MethodResult(metrics=metrics, artifacts=artifacts, models=[ProducedModel(
+        samples = ctx.output_dir / POLICY_SAMPLES_FILE
+        return MethodResult(metrics=metrics, artifacts=artifacts + (
+            [samples] if samples.exists() else []), models=[ProducedModel(
             name=f"rest {cfg.rounds} rounds" + (f" run #{ctx.run_id}" if ctx.run_id else ""),
             kind="policy", path=path,
             meta={**model_meta(policy), "method": "rest", "rounds": cfg.rounds,
