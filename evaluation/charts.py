@@ -142,7 +142,7 @@ def _render(chart: Chart, fmt: str) -> bytes:
         width, height = 5.2 * ncols, 3.4 * nrows + 0.5
         fig = Figure(figsize=(width, height))
         fig.subplots_adjust(left=0.8 / width, right=1 - 0.25 / width, bottom=1.1 / height,
-                            top=1 - 0.65 / height, wspace=0.3, hspace=0.75 / (3.4 / 1.0))
+                            top=1 - 0.65 / height, wspace=0.3, hspace=0.5)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         colors: dict[str, str] = {}
 

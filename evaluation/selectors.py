@@ -98,6 +98,10 @@ def experiment_rows(*, limit: int = 200, experiment_id: int | None = None
         row["variants"] = sorted({a.get("variant") or BASELINE for a in arms})
         row["seconds"] = num(headline.get("seconds"))
         row["terminal"] = row["status"] in Experiment.TERMINAL
+        # Texts for the list (a template filter per cell costs more than the query).
+        row["progress_text"] = f"{row['progress'] or 0:.3f}"
+        row["seconds_text"] = "—" if row["seconds"] is None else f"{row['seconds']:.0f}"
+        row["created_text"] = row["created_at"].strftime("%Y-%m-%d %H:%M")
     return rows
 
 
@@ -144,9 +148,15 @@ def noise_points(rows: list[dict[str, Any]]) -> list[NoisePoint]:
     return points
 
 
+def _short(value: float | None) -> float | None:
+    """5 significant digits: the page's chart data stays small (the CSV download has 6)."""
+    return None if value is None else float(f"{value:.5g}")
+
+
 def noise_chart_data(points: list[NoisePoint]) -> dict[str, Any]:
     """The home chart's JSON (``json_script``): one dataset per method; within it each
-    (experiment, variant) is a run of points in ε order, runs separated by a null point."""
+    (experiment, variant) is a run of points in ε order, runs separated by a null point. Numbers
+    have 5 significant digits and absent keys are left out."""
     series: dict[str, list[dict[str, Any]]] = {}
     groups: dict[tuple[str, int, str], list[NoisePoint]] = {}
     for p in points:
@@ -157,9 +167,11 @@ def noise_chart_data(points: list[NoisePoint]) -> dict[str, Any]:
         if data:
             data.append({"x": None, "y": None})
         for p in sorted(group, key=lambda q: q.x):
-            data.append({"x": p.x, "y": p.y, "lo": p.y_lo, "hi": p.y_hi, "xlo": p.x_lo,
-                         "xhi": p.x_hi, "eps_true": p.epsilon_true, "exp": p.experiment,
-                         "variant": p.variant})
+            point = {"x": _short(p.x), "y": _short(p.y), "lo": _short(p.y_lo),
+                     "hi": _short(p.y_hi), "xlo": _short(p.x_lo), "xhi": _short(p.x_hi),
+                     "eps_true": _short(p.epsilon_true), "exp": p.experiment,
+                     "variant": p.variant}
+            data.append({k: v for k, v in point.items() if v is not None})
     order = [m for m in METHOD_ORDER if m in series] + sorted(set(series) - set(METHOD_ORDER))
     return {"datasets": [{"method": m, "points": series[m]} for m in order],
             "n_points": sum(1 for p in points if p.plotted)}
@@ -186,30 +198,62 @@ def _headline_maps(arm: dict[str, Any]) -> dict[str, Any] | None:
     return found or None
 
 
+def _maps_fetch(rows: list[dict[str, Any]]) -> dict[tuple[int, int], Any]:
+    """``summary["maps"]`` of the non-baseline arms whose headline does not carry their
+    changes, read as JSON paths (``result -> i -> summary -> maps``) in one query for all
+    experiments: PostgreSQL extracts them, the result itself is not sent."""
+    missing = {(row["pk"], i) for row in rows for i, a in enumerate(row["arms"])
+               if (a.get("variant") or BASELINE) != BASELINE and _headline_maps(a) is None}
+    if not missing:
+        return {}
+    paths = {i: f"result__{i}__summary__maps" for i in sorted({i for _pk, i in missing})}
+    found = Experiment.objects.filter(pk__in={pk for pk, _i in missing}).values(
+        "pk", *paths.values())
+    return {(r["pk"], i): r[path] for r in found for i, path in paths.items()
+            if (r["pk"], i) in missing}
+
+
+def _texts(*estimates: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(value, "[lo, hi]") texts of estimates, ("", "") for one not measured: formatted here,
+    not by a template filter per cell, so a long table renders fast."""
+    out = []
+    for est in estimates:
+        if not est:
+            out.append(("", ""))
+            continue
+        interval = (f"[{est['lo']:.3f}, {est['hi']:.3f}]"
+                    if est.get("lo") is not None and est.get("hi") is not None else "")
+        out.append((f"{est['value']:.3f}", interval))
+    return out
+
+
+def has_levers(row: dict[str, Any]) -> bool:
+    """Whether an ``experiment_rows`` row has a non-baseline (MAPS) arm."""
+    return any((a.get("variant") or BASELINE) != BASELINE for a in row["arms"])
+
+
 def maps_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (experiment, non-baseline variant, ε, method): the change of the gap's slope
     and intercept against the baseline at the same ε (``summary["maps"]``), or None."""
     out = []
+    fetched = _maps_fetch(rows)
     for row in rows:
-        missing = [i for i, a in enumerate(row["arms"])
-                   if (a.get("variant") or BASELINE) != BASELINE and _headline_maps(a) is None]
-        fetched: dict[int, Any] = {}
-        if missing:  # the headline predates "maps": read only that path of the result
-            keys = {i: f"result__{i}__summary__maps" for i in missing}
-            found = Experiment.objects.filter(pk=row["pk"]).values(*keys.values()).first() or {}
-            fetched = {i: found.get(k) for i, k in keys.items()}
         for i, arm in enumerate(row["arms"]):
             variant = arm.get("variant") or BASELINE
             if variant == BASELINE:
                 continue
-            maps = _maps_of(_headline_maps(arm) or fetched.get(i))
+            maps = _maps_of(_headline_maps(arm) or fetched.get((row["pk"], i)))
             for method in methods_of(arm) or sorted(maps):
                 item = maps.get(method, {})
+                eps = num(arm.get("epsilon_injected"))
                 out.append({"experiment": row["pk"], "experiment_name": row["name"],
                             "variant": variant, "lever": arm.get("lever") or "",
-                            "epsilon_injected": num(arm.get("epsilon_injected")),
+                            "epsilon_injected": eps,
+                            "epsilon_text": "not measured" if eps is None else f"{eps:g}",
                             "method": method, "slope_change": item.get("slope_change"),
-                            "intercept_change": item.get("intercept_change")})
+                            "intercept_change": item.get("intercept_change"),
+                            "changes": _texts(item.get("slope_change"),
+                                              item.get("intercept_change"))})
     return out
 
 
@@ -329,11 +373,15 @@ def experiment_maps(experiment: Experiment) -> list[dict[str, Any]]:
             continue
         for method in [m["method"] for m in s["methods"]] or sorted(s["maps"]):
             item = s["maps"].get(method, {})
+            eps = s["epsilon_injected"]
             rows.append({"experiment": experiment.pk, "experiment_name": experiment.name,
                          "variant": s["variant"], "lever": s["lever"],
-                         "epsilon_injected": s["epsilon_injected"], "method": method,
+                         "epsilon_injected": eps, "method": method,
+                         "epsilon_text": "not measured" if eps is None else f"{eps:g}",
                          "slope_change": item.get("slope_change"),
-                         "intercept_change": item.get("intercept_change")})
+                         "intercept_change": item.get("intercept_change"),
+                         "changes": _texts(item.get("slope_change"),
+                                           item.get("intercept_change"))})
     return rows
 
 

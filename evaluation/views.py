@@ -14,6 +14,7 @@ from __future__ import annotations
 from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from annotation.permissions import role_required
@@ -22,6 +23,8 @@ from evaluation import selectors as sel
 
 STAFF = (Role.ADMIN, Role.RESEARCHER)
 CHART_CACHE_SECONDS = 24 * 3600
+HOME_EXPERIMENTS = 100  # newest first: the list and the noise-vs-gap chart
+HOME_MAPS_EXPERIMENTS = 5  # newest experiments with levers in the home's MAPS table
 CONTENT_TYPES = {"png": "image/png", "svg": "image/svg+xml", "csv": "text/csv; charset=utf-8"}
 
 
@@ -39,13 +42,17 @@ def _int_param(request: HttpRequest, name: str) -> int | None:
 @require_GET
 @role_required(*STAFF)
 def gap_home(request: HttpRequest) -> HttpResponse:
-    rows = sel.experiment_rows(limit=100)
+    rows = sel.experiment_rows(limit=HOME_EXPERIMENTS)
     points = sel.noise_points(rows)
+    levers = [r for r in rows if sel.has_levers(r)]
     return render(request, "evaluation/home.html", {
         "experiments": rows,
-        "points": points,
         "chart_data": sel.noise_chart_data(points),
-        "maps": sel.maps_rows(rows),
+        "maps": sel.maps_rows(levers[:HOME_MAPS_EXPERIMENTS]),
+        "maps_experiments": HOME_MAPS_EXPERIMENTS,
+        "maps_more": max(len(levers) - HOME_MAPS_EXPERIMENTS, 0),
+        # One reverse for the list's links, not one per row.
+        "experiment_prefix": reverse("evaluation:experiment", args=[0]).removesuffix("0/"),
         "policies": sel.policy_points(limit=20),
     })
 

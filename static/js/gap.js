@@ -21,13 +21,17 @@
       const ctx = chart.ctx;
       const xs = chart.scales.x;
       const ys = chart.scales.y;
+      const area = chart.chartArea;
       ctx.save();
+      ctx.beginPath();
+      ctx.rect(area.left, area.top, area.right - area.left, area.bottom - area.top);
+      ctx.clip();
       ctx.lineWidth = 1.2;
       chart.data.datasets.forEach((ds, i) => {
         if (!chart.isDatasetVisible(i)) return;
         ctx.strokeStyle = ds.borderColor;
         ds.data.forEach((p) => {
-          if (p.x === null || p.y === null) return;
+          if (p.x === null || p.y === null || p.x === undefined) return;
           const px = xs.getPixelForValue(p.x);
           const py = ys.getPixelForValue(p.y);
           if (p.lo !== null && p.lo !== undefined && p.hi !== null && p.hi !== undefined) {
@@ -51,6 +55,21 @@
     },
   };
 
+  // The axes' range covers every interval, not only the points (Chart.js sees only x and y).
+  function bounds(data, lo, hi, mid) {
+    const vals = [];
+    data.datasets.forEach((d) => d.points.forEach((p) => {
+      [p[lo], p[hi], p[mid]].forEach((v) => {
+        if (v !== null && v !== undefined && Number.isFinite(v)) vals.push(v);
+      });
+    }));
+    if (!vals.length) return {};
+    const min = Math.min(...vals);
+    const max = Math.max(...vals);
+    const pad = (max - min) * 0.08 || Math.abs(max) * 0.1 || 0.1;
+    return { suggestedMin: min - pad, suggestedMax: max + pad };
+  }
+
   function noiseVsGap(data) {
     const datasets = data.datasets.map((d, i) => {
       const color = COLORS[d.method] || PALETTE[i % PALETTE.length];
@@ -69,8 +88,10 @@
         maintainAspectRatio: false,
         parsing: false,
         scales: {
-          x: { type: "linear", title: { display: true, text: "label noise ε (measured)" } },
-          y: { title: { display: true, text: "gap slope in d (standardized)" } },
+          x: Object.assign({ type: "linear", title: { display: true, text: "label noise ε (measured)" } },
+                           bounds(data, "xlo", "xhi", "x")),
+          y: Object.assign({ title: { display: true, text: "gap slope in d (standardized)" } },
+                           bounds(data, "lo", "hi", "y")),
         },
         plugins: {
           title: { display: true, text: "Noise vs gap growth" },
@@ -83,7 +104,7 @@
                   ? ` [${p.lo.toFixed(3)}, ${p.hi.toFixed(3)}]` : "";
                 const truth = p.eps_true !== null && p.eps_true !== undefined
                   ? `, true ε ${p.eps_true.toFixed(3)}` : "";
-                return `${item.dataset.label} #${p.exp} ${p.variant}: ε ${p.x.toFixed(3)}${truth},` +
+                return `${item.dataset.label} #${p.exp} ${p.variant || "baseline"}: ε ${p.x.toFixed(3)}${truth},` +
                   ` slope ${p.y.toFixed(3)}${interval}`;
               },
             },
@@ -103,7 +124,7 @@
     new Chart(canvas, build(data));
     canvas.dataset.drawn = "true";
     canvas.dataset.points = String(data.datasets.reduce(
-      (n, d) => n + d.points.filter((p) => p.x !== null && p.y !== null).length, 0));
+      (n, d) => n + d.points.filter((p) => p.x !== null && p.x !== undefined).length, 0));
   }
 
   function init() {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -134,7 +135,7 @@ def test_experiment_reads_flatten_arms_curves_and_trilemma(experiment, stored):
         first["features"]["length"]["value"])
 
 
-def test_maps_rows_read_the_headline_or_only_the_maps_path_of_the_result(db, stored):
+def test_maps_rows_read_the_headline_or_only_the_maps_path_of_the_result(client_for, stored):
     baseline, other = stored["result"]
     result = [baseline, other, _lever_entry(other, baseline)]
     arms = [*stored["headline"]["arms"],
@@ -154,6 +155,13 @@ def test_maps_rows_read_the_headline_or_only_the_maps_path_of_the_result(db, sto
     assert tilting["lever"] == "P" and tilting["experiment"] == experiment.pk
     assert sel.experiment_maps(experiment)[0]["slope_change"]["value"] == pytest.approx(
         rows[0]["slope_change"]["value"])
+    client = client_for("researcher")
+    html = client.get(reverse("evaluation:gap_home")).content.decode()
+    assert f"{want:.3f} <span" in html and "ensemble (P)" in html
+    csv_rows = _csv_rows(client.get(reverse("evaluation:chart", args=["maps", "csv"])))
+    hit = [r for r in csv_rows if r["panel"] == "slope change" and r["series"] == "tilting"]
+    assert len(hit) == 1 and float(hit[0]["y"]) == pytest.approx(want, rel=1e-5)
+    assert hit[0]["x"] == f"#{experiment.pk} ensemble (P) ε=0.2"
 
 
 # --- Pages --------------------------------------------------------------------------------------
@@ -168,8 +176,10 @@ def test_home_embeds_the_chart_data_and_never_reads_a_result(client_for, experim
     assert 'id="noise-gap-chart"' in html and 'id="noise-gap-data"' in html
     data = resp.context["chart_data"]
     slope = stored["headline"]["arms"][1]["tilting"]["gap_slope"]["value"]
-    assert any(p.get("y") == pytest.approx(slope) for p in data["datasets"][0]["points"])
-    assert f"{slope:.3f}" in html
+    assert any(p.get("y") == pytest.approx(slope, rel=1e-4)
+               for p in data["datasets"][0]["points"])
+    embedded = re.search(r'<script id="noise-gap-data"[^>]*>(.*?)</script>', html, re.S)[1]
+    assert json.loads(embedded) == json.loads(json.dumps(data))
     assert experiment.name in html and "/gap/charts/noise_vs_gap.csv" in html
     assert not any('"evaluation_experiment"."result"' in q["sql"] for q in queries)
     assert len(queries) <= 8, "\n".join(q["sql"][:150] for q in queries)

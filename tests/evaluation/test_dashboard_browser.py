@@ -44,8 +44,10 @@ def test_gap_home_draws_noise_vs_gap_and_the_experiment_page_loads_its_charts(
         page.add_init_script(CSP_WATCH)
         problems: list[str] = []
         page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        # A failed load is reported by the response handler (which excepts the favicon).
         page.on("console", lambda msg: problems.append(f"console: {msg.text}")
-                if msg.type == "error" else None)
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                else None)
         page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
                 if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
         log_in(page, base, "researcher", PASSWORD)
