@@ -20,7 +20,7 @@ from django.test import override_settings
 
 from training.methods import best_of_n, dpo, rest, sft
 from training.methods.base import ConfigError, ModelRef, NullReporter, RunContext, config_build
-from training.methods.common import ensemble_combine, rows_prompts, sft_examples
+from training.methods.common import ensemble_combine, jsonl_read, rows_prompts, sft_examples
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -253,7 +253,12 @@ def test_rest_runs_two_rounds_with_metrics_per_round(world, tmp_path):
     assert ctx.reporter.steps[-1] == (6, 6)
     [model] = result.models
     assert model.path == tmp_path / "round-2" / "policy" and (model.path / "config.json").exists()
-    assert all(p.exists() for p in result.artifacts) and len(result.artifacts) == 2
+    # Each round's grown samples, and the last round's measured replies beside π₀'s (what an
+    # eval round judges).
+    assert all(p.exists() for p in result.artifacts) and len(result.artifacts) == 3
+    measured = jsonl_read(tmp_path / "samples.jsonl")
+    assert measured and all(r["policy"] and len(r["reference"]) == len(r["policy"])
+                            for r in measured)
     # A second attempt finds both rounds done and trains nothing.
     shutil.rmtree(tmp_path / "round-2" / "checkpoints", ignore_errors=True)
     again = rest.run(_ctx(rest, world, config, tmp_path))
