@@ -245,10 +245,22 @@ def test_downloads_are_valid_png_svg_and_csv_of_the_plotted_numbers(client_for, 
     png = client.get(url, {"experiment": experiment.pk, "arm": 1})
     assert png.status_code == 200 and png["Content-Type"] == "image/png"
     assert png.content.startswith(PNG_MAGIC)
-    svg = client.get(reverse("evaluation:chart", args=["murphy", "svg"]),
+    svg = client.get(reverse("evaluation:chart", args=["noise_vs_gap", "svg"]),
                      {"experiment": experiment.pk})
     assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
     assert ET.fromstring(svg.content).tag.endswith("svg")
+    assert svg["Content-Disposition"] == (
+        f'attachment; filename="noise_vs_gap-experiment{experiment.pk}.svg"')
+
+    # Murphy panels of the stored features: the length band of arm 0's tilting curve.
+    rows = _csv_rows(client.get(reverse("evaluation:chart", args=["murphy", "csv"]),
+                                {"experiment": experiment.pk}))
+    feature = stored["result"][0]["arms"][0]["curves"]["tilting"]["features"]["length"]
+    length = [r for r in rows if r["panel"] == "reward hacking: length"
+              and r["series"] == "ε=0 tilting"]
+    assert [float(r["y"]) for r in length] == pytest.approx(feature["value"], rel=1e-5)
+    mirage = {r["series"] for r in rows if r["panel"].startswith("alignment mirage")}
+    assert "ε=0 tilting held-out" in mirage and "ε=0 tilting in-distribution" in mirage
 
     # Noise vs gap: every plotted point, at measured ε and at true ε, with the slope's interval.
     rows = _csv_rows(client.get(reverse("evaluation:chart", args=["noise_vs_gap", "csv"])))
