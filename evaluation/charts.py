@@ -354,8 +354,13 @@ def _gold_fit_lines(item: sel.CurveItem, level: float) -> list[tuple[str, str, d
 
 def gap_curves(experiment: Any, *, index: int | None = None) -> Chart:
     """Per method: gold with its fit, band and low-d extrapolation; the gap; the proxy; each
-    against d = √KL, one colour per (variant, ε) entry (first seed)."""
-    items = [i for i in sel.experiment_curves(experiment) if index is None or i.index == index]
+    against d = √KL, one colour per (variant, ε) entry (first seed). ``index``: one entry;
+    without it the baseline's ε entries (all entries when there is no baseline)."""
+    items = sel.experiment_curves(experiment)
+    if index is not None:
+        items = [i for i in items if i.index == index]
+    elif any(i.variant == sel.BASELINE for i in items):
+        items = [i for i in items if i.variant == sel.BASELINE]
     methods = list(dict.fromkeys(i.method for i in items)) or ["tilting"]
     chart = Chart(name="gap_curves", title=f"Gap curves: {experiment}", panels=[], ncols=3)
     for method in methods:

@@ -24,8 +24,12 @@ from evaluation.experiments import ExperimentSpec, experiment_noise_sweep, resul
 from evaluation.models import Experiment
 
 EPSILONS = (0.0, 0.2)
+# A baseline and one MAPS lever (P: a KL limit, early stopping on the same curves: no extra
+# campaign or training), so MAPS rows are real fits.trend_change numbers.
 SPEC = ExperimentSpec(pool="expert:3", n_prompts=8, reward="utility_noise", n_eval_prompts=60,
-                      n_boot=50, seeds=(3,))
+                      n_boot=50, seeds=(3,),
+                      variants=({"name": "kl1", "lever": "P", "overrides": {"kl_limit": 1.0}},))
+ENTRIES = [("baseline", e) for e in EPSILONS] + [("kl1", e) for e in EPSILONS]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _CACHE: dict[str, Any] = {}
 
@@ -74,20 +78,6 @@ def experiment(db, stored):
     return experiment_from(stored)
 
 
-def _lever_entry(entry: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """A MAPS variant entry in the contract's shape (variant, lever, summary["maps"]), made from
-    a real entry: its slope change is its slope minus the baseline's (a stand-in for
-    fits.trend_change; the page only has to render what is stored)."""
-    maps = {}
-    for method in ("tilting", "best_of_n"):
-        change = (entry["summary"][method]["gap_slope_median"]
-                  - baseline["summary"][method]["gap_slope_median"])
-        maps[method] = {"slope_change": {"value": change, "lo": change - 0.1, "hi": change + 0.1},
-                        "intercept_change": {"value": 0.0, "lo": -0.05, "hi": 0.05}}
-    return {**entry, "variant": "ensemble", "lever": "P",
-            "summary": {**entry["summary"], "maps": maps}}
-
-
 # --- Selectors ----------------------------------------------------------------------------------
 
 
@@ -95,25 +85,25 @@ def test_noise_points_come_from_the_headline_and_match_the_summary(experiment, s
     rows = sel.experiment_rows()
     assert [r["pk"] for r in rows] == [experiment.pk] and "result" not in rows[0]
     points = sel.noise_points(rows)
-    assert len(points) == len(EPSILONS) * 2
+    assert len(points) == len(ENTRIES) * 2
     for p in points:
-        entry = stored["result"][EPSILONS.index(p.epsilon_injected)]
-        assert p.variant == "baseline" and p.plotted
+        entry = stored["result"][ENTRIES.index((p.variant, p.epsilon_injected))]
+        assert p.plotted and p.lever == ("" if p.variant == "baseline" else "P")
         assert p.x == pytest.approx(entry["summary"]["epsilon_measured"])
         assert p.epsilon_true == pytest.approx(entry["summary"]["epsilon_true"])
         assert p.y == pytest.approx(entry["summary"][p.method]["gap_slope_median"])
         assert p.y_lo <= p.y <= p.y_hi
     data = sel.noise_chart_data(points)
-    assert data["n_points"] == 4
+    assert data["n_points"] == 8
     assert [d["method"] for d in data["datasets"]] == ["tilting", "best_of_n"]
 
 
 def test_experiment_reads_flatten_arms_curves_and_trilemma(experiment, stored):
     arms = sel.experiment_arms(experiment)
-    assert [a["epsilon"]["injected"] for a in arms] == list(EPSILONS)
+    assert [(a["variant"], a["epsilon"]["injected"]) for a in arms] == ENTRIES
     assert {m["method"] for m in arms[0]["methods"]} == {"tilting", "best_of_n"}
     items = sel.experiment_curves(experiment)
-    assert len(items) == 4
+    assert len(items) == 8
     trilemma = sel.trilemma_rows(items)
     first = stored["result"][0]["arms"][0]["curves"]["tilting"]
     row = next(t for t in trilemma if t["index"] == 0 and t["method"] == "tilting")
@@ -131,37 +121,49 @@ def test_experiment_reads_flatten_arms_curves_and_trilemma(experiment, stored):
     assert murphy["drift"] == []  # no drift variant in this sweep
     assert {m["split"] for m in murphy["mirage"]} == {"in_distribution", "held_out"}
     lengths = murphy["features"]["length"]
-    assert len(lengths) == 4 and lengths[0]["band"]["value"] == pytest.approx(
+    assert len(lengths) == 8 and lengths[0]["band"]["value"] == pytest.approx(
         first["features"]["length"]["value"])
 
 
 def test_maps_rows_read_the_headline_or_only_the_maps_path_of_the_result(client_for, stored):
-    baseline, other = stored["result"]
-    result = [baseline, other, _lever_entry(other, baseline)]
-    arms = [*stored["headline"]["arms"],
-            {**stored["headline"]["arms"][1], "variant": "ensemble", "lever": "P"}]
-    experiment = Experiment.objects.create(name="levers", result=result,
-                                           headline={**stored["headline"], "arms": arms})
+    """The lever's change against the baseline (fits.trend_change, stored by the sweep) comes
+    from the headline in one query; a headline without it costs one more query that reads only
+    result -> i -> summary -> maps (never the whole result)."""
+    experiment = experiment_from(stored, name="levers")
     with CaptureQueriesContext(connection) as queries:
         rows = sel.maps_rows(sel.experiment_rows())
-    # The headline lacks "maps": one extra query reads only result -> 2 -> summary -> maps.
+    assert len(queries) == 1
+    assert [(r["variant"], r["epsilon_injected"], r["method"]) for r in rows] == [
+        ("kl1", e, m) for e in EPSILONS for m in ("tilting", "best_of_n")]
+    for r in rows:
+        stored_change = stored["result"][ENTRIES.index(("kl1", r["epsilon_injected"]))][
+            "summary"]["maps"][r["method"]]
+        assert r["slope_change"] == pytest.approx(stored_change["slope_change"])
+        assert r["intercept_change"] == pytest.approx(stored_change["intercept_change"])
+        assert r["lever"] == "P" and r["experiment"] == experiment.pk
+    assert [r["slope_change"] for r in sel.experiment_maps(experiment)] == [
+        r["slope_change"] for r in rows]
+
+    bare_arms = [{k: ({kk: vv for kk, vv in v.items()
+                       if kk not in ("slope_change", "intercept_change")}
+                      if isinstance(v, dict) else v) for k, v in arm.items()}
+                 for arm in stored["headline"]["arms"]]
+    Experiment.objects.filter(pk=experiment.pk).update(headline={"arms": bare_arms})
+    with CaptureQueriesContext(connection) as queries:
+        fallback = sel.maps_rows(sel.experiment_rows())
     assert len(queries) == 2
-    sql = queries[1]["sql"]
-    assert "#>" in sql or "->" in sql, sql
-    assert {r["method"] for r in rows} == {"tilting", "best_of_n"}
-    tilting = next(r for r in rows if r["method"] == "tilting")
-    want = result[2]["summary"]["maps"]["tilting"]["slope_change"]["value"]
-    assert tilting["slope_change"]["value"] == pytest.approx(want)
-    assert tilting["lever"] == "P" and tilting["experiment"] == experiment.pk
-    assert sel.experiment_maps(experiment)[0]["slope_change"]["value"] == pytest.approx(
-        rows[0]["slope_change"]["value"])
+    assert "#>" in queries[1]["sql"] and "summary" in queries[1]["sql"], queries[1]["sql"]
+    assert [r["slope_change"] for r in fallback] == [r["slope_change"] for r in rows]
+
+    want = rows[0]["slope_change"]["value"]
     client = client_for("researcher")
     html = client.get(reverse("evaluation:gap_home")).content.decode()
-    assert f"{want:.3f} <span" in html and "ensemble (P)" in html
+    assert f"{want:.3f} <span" in html and "kl1 (P)" in html
     csv_rows = _csv_rows(client.get(reverse("evaluation:chart", args=["maps", "csv"])))
     hit = [r for r in csv_rows if r["panel"] == "slope change" and r["series"] == "tilting"]
-    assert len(hit) == 1 and float(hit[0]["y"]) == pytest.approx(want, rel=1e-5)
-    assert hit[0]["x"] == f"#{experiment.pk} ensemble (P) ε=0.2"
+    assert [r["x"] for r in hit] == [f"#{experiment.pk} kl1 (P) ε={e:g}" for e in EPSILONS]
+    assert float(hit[0]["y"]) == pytest.approx(want, rel=1e-5)
+    assert float(hit[0]["y_lo"]) == pytest.approx(rows[0]["slope_change"]["lo"], rel=1e-5)
 
 
 # --- Pages --------------------------------------------------------------------------------------
@@ -193,8 +195,9 @@ def test_experiment_page_shows_coordinates_curves_and_not_measured_parts(client_
     summary = stored["result"][1]["summary"]
     assert f"{summary['epsilon_measured']:.3f}" in html
     assert f"{summary['best_of_n']['gap_slope_median']:.3f}" in html
-    for i in range(len(EPSILONS)):
-        assert f"gap_curves.png?experiment={experiment.pk}&amp;arm={i}" in html
+    assert f'src="/gap/charts/gap_curves.png?experiment={experiment.pk}"' in html
+    for i in range(len(ENTRIES)):
+        assert f"gap_curves.svg?experiment={experiment.pk}&amp;arm={i}" in html
     assert "features measured" in html and "mirage measured" in html
     assert "drift not measured" in html  # no drift variant in this sweep
     assert "no peak" in html or "d* " in html
@@ -265,8 +268,8 @@ def test_downloads_are_valid_png_svg_and_csv_of_the_plotted_numbers(client_for, 
     # Noise vs gap: every plotted point, at measured ε and at true ε, with the slope's interval.
     rows = _csv_rows(client.get(reverse("evaluation:chart", args=["noise_vs_gap", "csv"])))
     measured = [r for r in rows if "true" not in r["series"]]
-    assert len(measured) == 4 and len(rows) == 8
-    for entry in stored["result"]:
+    assert len(measured) == 8 and len(rows) == 16
+    for entry in stored["result"][:len(EPSILONS)]:  # the baseline's arms
         s = entry["summary"]
         hit = [r for r in measured if r["series"] == f"tilting #{experiment.pk}"
                and float(r["x"]) == pytest.approx(s["epsilon_measured"], rel=1e-5)]

@@ -64,11 +64,12 @@ def test_gap_home_draws_noise_vs_gap_and_the_experiment_page_loads_its_curves(
 
         page.get_by_role("link", name=f"#{experiment.pk} browser sweep").click()
         page.wait_for_url(f"**/gap/experiments/{experiment.pk}/")
-        # The first arm's curves: a PNG drawn by the chart endpoint (the others load lazily).
+        # The baseline's curves and the Murphy panels: PNGs drawn by the chart endpoint.
         page.wait_for_function(
-            "() => { const i = document.getElementById('gap-curves-0');"
-            " return i && i.complete && i.naturalWidth > 100; }", timeout=30_000)
-        assert page.locator("img#murphy-chart").count() == 1
+            "() => ['gap-curves', 'murphy-chart'].every(id => {"
+            " const i = document.getElementById(id);"
+            " return i && i.complete && i.naturalWidth > 100; })", timeout=30_000)
+        assert page.locator("#arm-charts li").count() == len(stored["result"])
         page.screenshot(path=str(artifacts_dir() / "gap_experiment.png"))
         csp = page.evaluate("() => window.__csp")
     assert csp == [], csp

@@ -31,17 +31,20 @@ def test_report_is_one_self_contained_file_with_the_numbers(stored, tmp_path):
     assert "http://" not in html and "https://" not in html
     assert not re.search(r"<(script|link|img|iframe)\b", html, re.I)
     assert not re.search(r"""(src|href)\s*=\s*["'](?!#)""", html, re.I)
-    assert html.count("<svg") == 3  # noise vs gap, curves, Murphy (MAPS: no variant here)
+    assert html.count("<svg") == 4  # noise vs gap, curves, MAPS, Murphy
     assert "<style>" in html
     # The experiment's numbers: spec, noise coordinates, slopes, fits.
-    for entry in stored["result"]:
+    for entry in stored["result"]:  # every (variant, ε)
         s = entry["summary"]
         assert f"{s['epsilon_measured']:.3f}" in html
         assert f"{s['tilting']['gap_slope_median']:.3f}" in html
         fit = entry["arms"][0]["fits"]["best_of_n"]["gold"]
         assert f"{fit['alpha']['value']:.3f}" in html
     assert "utility_noise" in html and "expert:3" in html
-    assert "No lever measured yet" in html  # MAPS: not measured on an all-baseline sweep
+    lever = stored["result"][-1]["summary"]["maps"]["tilting"]["slope_change"]
+    interval = f"[{lever['lo']:.3f}, {lever['hi']:.3f}]"
+    assert f'{lever["value"]:.3f} <span class="muted">{interval}' in html
+    assert "kl1 (P)" in html
     assert 'id="gap-curves"' in html and 'id="murphy"' in html
 
 
