@@ -5,7 +5,8 @@
  * {x: measured ε, y: gap slope, lo, hi, xlo, xhi, eps_true, exp, variant}; a {x: null, y: null}
  * point separates the runs of one method (one run per experiment and variant). Drawn with the
  * vendored Chart.js 4; the slope's interval (and ε's, when stored) as error bars by a small
- * plugin. A drawn canvas gets data-drawn="true" and data-points="N" (points drawn).
+ * plugin; a MAPS variant's runs are dashed with triangles. A drawn canvas gets data-drawn="true"
+ * and data-points="N" (points drawn).
  */
 (function () {
   "use strict";
@@ -76,6 +77,13 @@
       return {
         label: d.method, data: d.points, borderColor: color, backgroundColor: color,
         showLine: true, spanGaps: false, borderWidth: 1.5, pointRadius: 4, pointHoverRadius: 6,
+        // A MAPS variant's run is dashed with triangles; the baseline's solid with circles.
+        pointStyle: (ctx) => (ctx.raw && ctx.raw.variant && ctx.raw.variant !== "baseline"
+          ? "triangle" : "circle"),
+        segment: {
+          borderDash: (ctx) => (ctx.p0.raw && ctx.p0.raw.variant
+            && ctx.p0.raw.variant !== "baseline" ? [6, 4] : undefined),
+        },
       };
     });
     return {
