@@ -287,6 +287,12 @@ def experiment_get(*, experiment_id: int) -> Experiment | None:
     return Experiment.objects.select_related("requested_by").filter(pk=experiment_id).first()
 
 
+def experiment_status_get(*, experiment_id: int) -> Experiment | None:
+    """One experiment without its result (what a progress poll shows)."""
+    return (Experiment.objects.select_related("requested_by").defer("result")
+            .filter(pk=experiment_id).first())
+
+
 def entries(experiment: Experiment) -> list[dict[str, Any]]:
     """The stored result entries (one per (variant, ε)) that are dicts."""
     result = experiment.result if isinstance(experiment.result, list) else []

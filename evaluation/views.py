@@ -60,6 +60,19 @@ def gap_home(request: HttpRequest) -> HttpResponse:
 @require_GET
 @role_required(*STAFF)
 def experiment_detail(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    """The experiment page; an htmx poll (while it runs) gets only ``#experiment-status``,
+    read without the result, and once the experiment has ended an ``HX-Refresh`` that reloads
+    the page with its result."""
+    if request.htmx:
+        experiment = sel.experiment_status_get(experiment_id=experiment_id)
+        if experiment is None:
+            raise Http404("No such experiment.")
+        terminal = experiment.status in experiment.TERMINAL
+        response = render(request, "evaluation/experiment.html#experiment-status",
+                          {"experiment": experiment, "terminal": terminal})
+        if terminal:
+            response["HX-Refresh"] = "true"
+        return response
     experiment = sel.experiment_get(experiment_id=experiment_id)
     if experiment is None:
         raise Http404("No such experiment.")

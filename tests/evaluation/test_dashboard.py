@@ -203,6 +203,27 @@ def test_experiment_page_shows_coordinates_curves_and_not_measured_parts(client_
     assert "no peak" in html or "d* " in html
 
 
+def test_a_running_experiment_polls_its_status_without_its_result(client_for, db):
+    running = Experiment.objects.create(name="running", status=Experiment.Status.RUNNING,
+                                        progress=0.25, stage="arm eps=0.2 seed=3")
+    client = client_for("researcher")
+    url = reverse("evaluation:experiment", args=[running.pk])
+    page = client.get(url).content.decode()
+    assert 'hx-trigger="every 3s"' in page and "25%: arm eps=0.2 seed=3" in page
+    with CaptureQueriesContext(connection) as queries:
+        poll = client.get(url, headers={"HX-Request": "true"})
+    assert poll.status_code == 200 and "HX-Refresh" not in poll
+    html = poll.content.decode()
+    assert html.lstrip().startswith('<section class="card" id="experiment-status"')
+    experiment_sql = [q["sql"] for q in queries if "evaluation_experiment" in q["sql"]]
+    assert experiment_sql and not any('"evaluation_experiment"."result"' in q
+                                      for q in experiment_sql)
+    Experiment.objects.filter(pk=running.pk).update(status=Experiment.Status.SUCCEEDED,
+                                                    progress=1.0, stage="done")
+    ended = client.get(url, headers={"HX-Request": "true"})
+    assert ended["HX-Refresh"] == "true" and "hx-trigger" not in ended.content.decode()
+
+
 def test_missing_keys_render_not_measured(client_for, db):
     bare = Experiment.objects.create(name="bare", result=[{"epsilon_injected": 0.1,
                                                            "arms": [{"seed": 0}]}],
