@@ -59,6 +59,7 @@ class Series:
     color_key: str = ""
     legend: bool = True
     name: str = ""  # the CSV's series name when the legend's label is shared
+    names: list[str] | None = None  # per point, when one drawn series holds several (CSV)
 
 
 
@@ -88,7 +89,8 @@ class Chart:
                 hi = s.y_hi[i] if s.y_hi else None
                 if x is None or (y is None and (lo is None or hi is None)):
                     continue
-                out.append([self.panels[s.panel].title, s.name or s.label, x,
+                out.append([self.panels[s.panel].title,
+                            s.names[i] if s.names else (s.name or s.label), x,
                             s.x_lo[i] if s.x_lo else None, s.x_hi[i] if s.x_hi else None,
                             y, lo, hi])
         return out
@@ -188,7 +190,8 @@ def _render(chart: Chart, fmt: str) -> bytes:
                              for y, a in zip(ys, lo, strict=True)],
                             [max(b - y, 0) if not (math.isnan(y) or math.isnan(b)) else 0
                              for y, b in zip(ys, hi, strict=True)]]
-                if s.x_lo is not None and s.x_hi is not None:
+                if s.x_lo is not None and s.x_hi is not None and any(
+                        v is not None for v in s.x_lo):
                     xl, xh = _nan(s.x_lo, n_pts), _nan(s.x_hi, n_pts)
                     xerr = [[max(x - a, 0) if not (math.isnan(x) or math.isnan(a)) else 0
                              for x, a in zip(xs, xl, strict=True)],
@@ -240,20 +243,39 @@ def noise_vs_gap(points: list[sel.NoisePoint], *, title: str = "") -> Chart:
     for p in points:
         if p.plotted:
             groups.setdefault((p.method, p.experiment, p.variant), []).append(p)
+    # One drawn series per method (runs of one experiment and variant split by a gap), so a
+    # hundred experiments cost four matplotlib calls, not eight hundred; the CSV names each run.
+    measured: dict[str, Series] = {}
+    truth: dict[str, Series] = {}
     for (method, exp, variant), group in groups.items():
         group = sorted(group, key=lambda q: q.x)
         name = f"{method} #{exp}" + ("" if variant == sel.BASELINE else f" {variant}")
-        chart.series.append(Series(
-            label=method, name=name, x=[p.x for p in group], y=[p.y for p in group],
-            y_lo=[p.y_lo for p in group], y_hi=[p.y_hi for p in group],
-            x_lo=[p.x_lo for p in group], x_hi=[p.x_hi for p in group], kind="points",
-            color_key=method))
+        line = measured.setdefault(method, Series(
+            label=method, x=[], y=[], y_lo=[], y_hi=[], x_lo=[], x_hi=[], kind="points",
+            color_key=method, names=[]))
+        if line.x:
+            for column in (line.x, line.y, line.y_lo, line.y_hi, line.x_lo, line.x_hi,
+                           line.names):
+                column.append(None)
+        line.x += [p.x for p in group]
+        line.y += [p.y for p in group]
+        line.y_lo += [p.y_lo for p in group]
+        line.y_hi += [p.y_hi for p in group]
+        line.x_lo += [p.x_lo for p in group]
+        line.x_hi += [p.x_hi for p in group]
+        line.names += [name] * len(group)
         true_pts = [p for p in group if p.epsilon_true is not None]
         if true_pts:
-            chart.series.append(Series(
-                label=f"{method} at true ε", name=f"{name} at true ε",
-                x=[p.epsilon_true for p in true_pts], y=[p.y for p in true_pts], kind="open",
-                color_key=method))
+            dots = truth.setdefault(method, Series(
+                label=f"{method} at true ε", x=[], y=[], kind="open", color_key=method,
+                names=[]))
+            dots.x += [p.epsilon_true for p in true_pts]
+            dots.y += [p.y for p in true_pts]
+            dots.names += [f"{name} at true ε"] * len(true_pts)
+    for method in measured:
+        chart.series.append(measured[method])
+        if method in truth:
+            chart.series.append(truth[method])
     return chart
 
 
