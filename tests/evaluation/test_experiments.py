@@ -9,7 +9,7 @@ from io import StringIO
 
 import numpy as np
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import override_settings
 
@@ -212,13 +212,19 @@ def test_experiment_command_ends_with_one_json_line(settings, tmp_path):
     out = StringIO()
     call_command("experiment", "--pool", "expert:2", "--prompts", "8", "--reward",
                  "utility_noise", "--epsilon", "0", "--epsilon", "0.1", "--pressure",
-                 "best_of_n", "--eval-prompts", "30", "--n-boot", "50", stdout=out,
-                 stderr=StringIO())
+                 "best_of_n", "--eval-prompts", "30", "--n-boot", "50", "--variants",
+                 '[{"name": "kl1", "lever": "P", "overrides": {"kl_limit": 1.0}}]',
+                 stdout=out, stderr=StringIO())
     line = json.loads(out.getvalue().strip().splitlines()[-1])
-    assert [a["epsilon_injected"] for a in line["arms"]] == [0.0, 0.1]
+    assert [(a["variant"], a["epsilon_injected"]) for a in line["arms"]] == [
+        ("baseline", 0.0), ("baseline", 0.1), ("kl1", 0.0), ("kl1", 0.1)]
     head = line["arms"][0]["best_of_n"]
     assert set(head) == {"gap_slope", "peak", "d_star"}
     assert head["gap_slope"]["lo"] <= head["gap_slope"]["value"] <= head["gap_slope"]["hi"]
+    assert {"slope_change", "intercept_change"} <= set(line["arms"][2]["best_of_n"])
+    with pytest.raises(CommandError, match=r"variants\[0\]\.lever"):
+        call_command("experiment", "--variants", '[{"name": "x", "lever": "Z"}]',
+                     stdout=StringIO(), stderr=StringIO())
 
 
 def test_result_headline_is_json(independent_noise):

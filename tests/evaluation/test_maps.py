@@ -73,6 +73,7 @@ def _gold_drop(result):
     return gold[-1] - max(gold)
 
 
+@pytest.mark.slow  # the ensembles fixture trains 4 reward models
 def test_p13_conservative_ensembles_and_the_bon_gold_drop(ensembles):
     """P13 (Coste et al. 2023) expects a min or mean − k·std ensemble of 4-5 seed-varied reward
     models to remove most of best-of-n's gold drop under 25% noise, where a plain mean still
@@ -96,6 +97,7 @@ def test_p13_conservative_ensembles_and_the_bon_gold_drop(ensembles):
     assert len(by["min4"].arms[0].reward_model["members"]) == 4
 
 
+@pytest.mark.slow  # the ensembles fixture trains 4 reward models
 def test_maps_changes_with_intervals_for_every_variant(ensembles):
     """Each variant's summary carries, per pressure method, the change in gap slope and
     intercept against the baseline at the same ε with an interval; the baseline has none.
@@ -120,6 +122,7 @@ def test_maps_changes_with_intervals_for_every_variant(ensembles):
     json.dumps([r.as_dict() for r in ordered], allow_nan=False)
 
 
+@pytest.mark.slow  # the ensembles fixture trains 4 reward models
 def test_p16_on_a_crowd_trained_reward_model(ensembles):
     """P16 on a tiny reward model trained on the crowd's 116 rows. Finding: it does not learn
     the crowd's length bias: corr(r̂, length) 0.03, and best-of-n's length moves by −0.12 per
@@ -132,6 +135,7 @@ def test_p16_on_a_crowd_trained_reward_model(ensembles):
     assert agrees[-1] < agrees[0], agrees
 
 
+@pytest.mark.slow  # the ensembles fixture trains 4 reward models
 def test_mirage_held_out_gap_differs_from_in_distribution(ensembles):
     """Mirage: the crowd-trained model's best-of-n gap grows more slowly on the held-out
     categories (division, multi-step: 0.25 [0.12, 0.39] per nat^½) than in distribution (0.43
