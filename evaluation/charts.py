@@ -6,15 +6,14 @@ from matplotlib, CSV from the same series, so the CSV holds exactly the plotted 
 per drawn point: panel, series, x with its interval, y with its interval). matplotlib is
 imported inside the render functions: the web process pays for it only when it draws.
 
-**Gold fit bands.** A stored fit (``GoldFit.as_dict``) keeps α, β and their intervals but not
-the bootstrap replicates, and ``fits.gold_band`` needs replicates or a covariance. The band drawn
-here is ``fits.gold_band`` of the stored fit's centre (α, β) with the covariance of a weighted
-least-squares refit of the plotted gold points (weights from each point's stored bootstrap
-interval, SE = width / 2z): the points share their prompts, so this band is narrower than the
-bootstrap band the experiment had. The **extrapolation** check (PREDICTIONS P3) is a fit made
-on low-d points only: a stored ``fits[method]["gold_low"]`` when present, else a refit on the
-points with d ≤ ``LOW_D_SHARE`` of the largest d; its band is drawn over the whole range, dashed
-where it extrapolates, so the points beyond the split show whether they fall inside.
+**Gold fit bands.** An experiment stores each gold fit's bootstrap band
+(``fits[method]["gold_band"]``) and a fit on the low-d points only (d ≤ 0.6·d_max, ``gold_low``)
+with its band over the whole range (``gold_low_band``): the extrapolation check of PREDICTIONS
+P3, drawn dashed where it extrapolates, so the points beyond the split show whether they fall
+inside. Results stored before those keys existed keep α, β but not the replicates; for them the
+band is ``fits.gold_band`` of the stored centre with the covariance of a weighted least-squares
+refit of the plotted gold points (SE = interval width / 2z; narrower than the bootstrap band,
+since the points share their prompts), and the low-d fit a refit on d ≤ ``LOW_D_SHARE``·d_max.
 """
 
 from __future__ import annotations
@@ -353,6 +352,16 @@ def _gold_fit_lines(item: sel.CurveItem, level: float) -> list[tuple[str, str, d
                                   "lo": b.lo.tolist(), "hi": b.hi.tolist(),
                                   "extrapolated": b.extrapolated.tolist()}))
 
+    stored = item.fit_extra.get("gold_band")
+    if isinstance(stored, dict) and stored.get("d"):
+        # The experiment stored the fit's bootstrap bands: draw them as they are.
+        out.append((f"{item.label} gold fit", "line", stored))
+        low_band = item.fit_extra.get("gold_low_band")
+        low = item.fit_extra.get("gold_low") or {}
+        if isinstance(low_band, dict) and low_band.get("d") and low.get("d_range"):
+            out.append((f"{item.label} fit on d ≤ {float(low['d_range'][-1]):.2f} "
+                        "(extrapolated)", "dashed", low_band))
+        return out
     try:
         refit = fits.gold_fit(d=dd, gold=yy, form=form, se=se, level=level)
     except (ValueError, np.linalg.LinAlgError):

@@ -954,8 +954,37 @@ def _curves(spec: ExperimentSpec, seed: int, proxy: np.ndarray, true: np.ndarray
             splits[method] = parts
             headline[method]["splits"] = part_heads
         curves[method] = data
-        fitted[method] = {"gold": gold.as_dict(), "gap": trend.as_dict()}
+        fitted[method] = {"gold": gold.as_dict(), "gap": trend.as_dict(),
+                          **_gold_bands(curve, gold)}
     return curves, fitted, headline, splits, trends
+
+
+LOW_D_SHARE = 0.6  # the low-pressure fit uses d ≤ this share of the largest d reached
+BAND_POINTS = 40
+
+
+def _gold_bands(curve: Any, gold: Any) -> dict[str, Any]:
+    """The gold fit's bootstrap band over 0..d_max, and a fit on the low-d points only
+    (d ≤ ``LOW_D_SHARE``·d_max) with its band over the whole range: where the curve went past
+    the low-d data, the band is the fit's extrapolation (PREDICTIONS P3, issue 9 part 2).
+    Empty where a fit is impossible (fewer than 3 points in range)."""
+    from evaluation import fits
+
+    out: dict[str, Any] = {}
+    d_max = float(np.nanmax(curve.d.value))
+    if not math.isfinite(d_max) or d_max <= 0:
+        return out
+    grid = np.linspace(0.0, d_max, BAND_POINTS)
+    out["gold_band"] = fits.gold_band(fit=gold, d=grid).as_dict()
+    split = LOW_D_SHARE * d_max
+    if int(((curve.d.value > 0) & (curve.d.value <= split)).sum()) >= 3:
+        try:
+            low = fits.gold_fit_curve(curve=curve, form=gold.form, d_max=split)
+        except (ValueError, np.linalg.LinAlgError):
+            return out
+        out["gold_low"] = low.as_dict()
+        out["gold_low_band"] = fits.gold_band(fit=low, d=grid).as_dict()
+    return out
 
 
 def _probes(proxy: np.ndarray, ev: _EvalSet) -> dict[str, Any]:

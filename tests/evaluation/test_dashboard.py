@@ -307,9 +307,14 @@ def test_downloads_are_valid_png_svg_and_csv_of_the_plotted_numbers(client_for, 
     assert [float(r["y"]) for r in gold] == pytest.approx(curve["true"]["value"], rel=1e-5)
     assert [float(r["x"]) for r in gold] == pytest.approx(curve["d"]["value"], rel=1e-5, abs=1e-9)
     fit = [r for r in rows if r["series"] == "ε=0 gold fit" and "best_of_n" in r["panel"]]
-    assert len(fit) == 60 and all(float(r["y_lo"]) <= float(r["y"]) <= float(r["y_hi"])
-                                  for r in fit)
-    stored_fit = stored["result"][0]["arms"][0]["fits"]["best_of_n"]["gold"]
+    # The experiment's stored bootstrap band, drawn as it is, and the low-d fit's band.
+    stored_fits = stored["result"][0]["arms"][0]["fits"]["best_of_n"]
+    assert [float(r["y_lo"]) for r in fit] == pytest.approx(stored_fits["gold_band"]["lo"],
+                                                             rel=1e-5, abs=1e-9)
+    assert all(float(r["y_lo"]) <= float(r["y"]) <= float(r["y_hi"]) for r in fit)
+    low = [r for r in rows if "(extrapolated)" in r["series"] and "best_of_n" in r["panel"]]
+    assert len(low) == len(stored_fits["gold_low_band"]["d"])
+    stored_fit = stored_fits["gold"]
     top = fit[-1]  # the fit's centre is the stored α, β: gold(d) = d(α − βd)
     d = float(top["x"])
     assert float(top["y"]) == pytest.approx(
