@@ -52,9 +52,9 @@ RewardScorer = Callable[[list[Turns], list[str]], Sequence[float]]
 Progress = Callable[[str], None]
 
 DEFAULT_BETAS = (1.0, 0.3, 0.1, 0.03)
-# π₀'s SFT: long enough that the tiny policy writes replies the world can parse (measured on
-# the arithmetic world: see the test and the module's report in README).
-DEFAULT_SFT = {"max_steps": 400, "batch_size": 32, "learning_rate": 2e-3}
+# π₀'s SFT: long enough that the tiny policy writes replies the world can parse (arithmetic,
+# 64-wide tiny policy, 300 prompts' candidate replies: 89% parseable, 25 words, never correct).
+DEFAULT_SFT = {"max_steps": 300, "batch_size": 16, "learning_rate": 2e-3}
 DEFAULT_DPO = {"max_steps": 60, "batch_size": 16, "learning_rate": 5e-4}
 DEFAULT_RM = {"learning_rate": 1e-3, "epochs": 4.0, "batch_size": 16, "eval_fraction": 0.15}
 
