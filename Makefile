@@ -31,6 +31,7 @@ demo: migrate
 	$(BIN)/python manage.py demo_seed
 	$(BIN)/python manage.py demo_world
 	$(BIN)/python manage.py demo_training
+	$(BIN)/python manage.py demo_gap
 	$(BIN)/python manage.py demo_run --host $(HOST) --port $(PORT)
 
 test: setup

@@ -7,6 +7,7 @@ group) stops the web server and the Celery worker, leaving no process behind.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 DEMO_PASSWORD = "gaplab-demo"
 SETUP_TIMEOUT_S = 900  # only when .venv/.installed is stale: `make setup` reinstalls
-START_TIMEOUT_S = 300  # migrate, demo_seed, demo_world, demo_training (pi0 by SFT), runserver
+START_TIMEOUT_S = 420  # migrate, demo_seed, demo_world, demo_training (pi0 by SFT), demo_gap
+# (the noise-vs-gap experiment, about 40 s on 2 quiet cores), runserver
 WORKER_TIMEOUT_S = 90
 TRAINING_TIMEOUT_S = 240  # the tiny reward model on a busy 2-core machine
 STOP_TIMEOUT_S = 20
@@ -231,7 +233,20 @@ def test_make_demo_serves_records_a_judgment_and_stops_on_ctrl_c(tmp_path):
         assert statuses.get("sft") == "succeeded", statuses
         assert statuses.get("reward_model") == "succeeded", f"{statuses}\n{output()}"
 
-        # 6. Ctrl-C: SIGINT to the whole group stops everything.
+        # 6. The noise-vs-gap experiment finished during seeding: four noise arms, each with a
+        # gap slope per pressure method (what the researchers' dashboard plots first).
+        db = sqlite3.connect(f"file:{data_dir / 'gaplab.sqlite3'}?mode=ro", uri=True)
+        try:
+            status, headline = db.execute(
+                "SELECT status, headline FROM evaluation_experiment").fetchone()
+        finally:
+            db.close()
+        arms = json.loads(headline)["arms"]
+        assert status == "succeeded" and len(arms) == 4, (status, headline)
+        assert all(a[m]["gap_slope"]["value"] is not None
+                   for a in arms for m in ("tilting", "best_of_n")), arms
+
+        # 7. Ctrl-C: SIGINT to the whole group stops everything.
         stop_sent = time.monotonic()
         os.killpg(pgid, signal.SIGINT)
         try:
