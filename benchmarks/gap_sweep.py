@@ -30,8 +30,8 @@ Targets: tilting_s <= 0.2 s. Repeats alternate curve and floor, so drift of a sh
 hits both alike. BLAS threads follow the environment (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS);
 the results in benchmarks/README.md were taken with 1.
 
-**Part 2, dashboard** (PostgreSQL, about N min): see :func:`dashboard`; ``dashboard_p95_ms``
-(target <= 200) against the training run list in the same run.
+**Part 2, dashboard** (PostgreSQL, about 70 s on a quiet machine): see :func:`dashboard`;
+``dashboard_p95_ms`` (target <= 200) against the training run list in the same run.
 
     .venv/bin/python benchmarks/gap_sweep.py                   # both parts
     .venv/bin/python benchmarks/gap_sweep.py --part tilting    # part 1 only, seconds
