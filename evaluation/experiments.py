@@ -96,7 +96,8 @@ import numpy as np
 
 from training.methods.base import config_build, opt
 
-PRESSURE_METHODS = ("tilting", "best_of_n")
+PRESSURE_METHODS = ("tilting", "best_of_n", "dpo")
+POLICY_METHODS = frozenset({"dpo"})  # trained policies: their own π₀, not the pools'
 NOISE_BASES = ("snapshot", "truth")
 REWARDS = ("trained", "utility_noise")
 ENSEMBLE_RULES = ("mean", "mean_minus_k_std", "min")
@@ -232,6 +233,20 @@ class ExperimentSpec:
                                      "does it endorse the user's wrong belief; an oracle "
                                      "per-criterion annotator, in training rows and when "
                                      "scoring).", choices=REWARD_INPUTS)
+    dpo_betas: tuple[float, ...] = opt((1.0, 0.3, 0.1, 0.03),
+                                       "pressure 'dpo': DPO's β grid (pressure 1/β), one "
+                                       "policy each, trained on the arm's rows from π₀ = a tiny "
+                                       "SFT policy of the world (evaluation.policy_pressure).")
+    dpo_config: dict = opt({}, "pressure 'dpo': overrides of the DPO runs' config "
+                               "(policy_pressure.DEFAULT_DPO: 60 steps of 16, lr 5e-4).")
+    dpo_sft_config: dict = opt({}, "pressure 'dpo': overrides of π₀'s SFT config "
+                                   "(policy_pressure.DEFAULT_SFT: 300 steps of 16, lr 2e-3).")
+    dpo_sft_prompts: int = opt(300, "pressure 'dpo': prompts whose candidate replies π₀ is "
+                                    "fine-tuned on.", min=4, max=100_000)
+    dpo_eval_prompts: int = opt(32, "pressure 'dpo': fresh prompts each policy is sampled "
+                                    "on (the bootstrap's unit).", min=4, max=100_000)
+    dpo_samples: int = opt(4, "pressure 'dpo': replies per prompt and policy.", min=1,
+                           max=256)
     variants: tuple[dict, ...] = opt((), "MAPS variants run beside this baseline, paired with "
                                          "it (same seeds, evaluation pools, bootstrap, ε): a "
                                          "list of {name, lever (M, A, P, S or drift), "
@@ -271,6 +286,15 @@ class ExperimentSpec:
                 errors["proxy_bias"] = [f"Numbers per world feature ({', '.join(sorted(known))}) "
                                         "with reward='utility_noise'" + (f"; bad: {bad}"
                                                                         if bad else "") + "."]
+        if "dpo" in self.pressure:
+            if self.reward != "trained":
+                errors.setdefault("pressure", []).append(
+                    "'dpo' needs reward='trained': its samples are scored by the reward model.")
+            if len(set(self.dpo_betas)) < 3 or any(
+                    isinstance(b, bool) or not isinstance(b, int | float)
+                    or not math.isfinite(b) or not b > 0 for b in self.dpo_betas):
+                errors["dpo_betas"] = ["At least three distinct positive numbers (a gold fit "
+                                       "needs three points with d > 0)."]
         if self.judgment_window != "all" and pool_drift_onset(members) is None:
             errors["judgment_window"] = ["A judgment window needs a pool with a drifting "
                                          "kind (e.g. drifting:4)."]
@@ -907,7 +931,7 @@ def _curves(spec: ExperimentSpec, seed: int, proxy: np.ndarray, true: np.ndarray
     d_limit = math.sqrt(spec.kl_limit) if spec.kl_limit > 0 else None
     boot = {"n_boot": spec.n_boot, "level": spec.level, "seed": seed}
     trend_d = spec.trend_d_max or None
-    for method in spec.pressure:
+    for method in (m for m in spec.pressure if m not in POLICY_METHODS):
         grid = PRESSURE_GRIDS[method](spec, proxy)
         curve = PRESSURE_CURVES[method](proxy=proxy, true=true, pressure=grid, **boot)
         if d_limit is not None:
@@ -920,17 +944,7 @@ def _curves(spec: ExperimentSpec, seed: int, proxy: np.ndarray, true: np.ndarray
         trend = fits.gap_trend(curve=curve, d_max=trend_d)
         trends[method] = trend
         data = curve.as_dict()
-        headline[method] = {
-            "gap_slope": trend.slope.as_dict(),
-            "gap_intercept": trend.intercept.as_dict(),
-            "peak": gold.peak.as_dict() if gold.peak_reported and gold.peak else "no peak",
-            "d_star": gold.peak.value if gold.peak_reported and gold.peak else None,
-            "peak_reason": gold.reason,
-            "d_max": float(curve.d.value.max()),
-            "proxy_at_max": float(curve.proxy.value[-1]),
-            "gold_at_max": float(curve.true.value[-1]),
-            "gold_max": float(curve.true.value.max()),
-        }
+        headline[method] = _headline(curve, gold, trend)
         if ev is not None and method in probes.FEATURE_METHODS:
             bands = probes.feature_bands(method=method, scores=proxy, features=ev.features,
                                          masks=ev.masks, pressure=curve.pressure, **boot)
@@ -957,6 +971,23 @@ def _curves(spec: ExperimentSpec, seed: int, proxy: np.ndarray, true: np.ndarray
         fitted[method] = {"gold": gold.as_dict(), "gap": trend.as_dict(),
                           **_gold_bands(curve, gold)}
     return curves, fitted, headline, splits, trends
+
+
+def _headline(curve: Any, gold: Any, trend: Any) -> dict[str, Any]:
+    """A method's headline: the gap's slope and intercept in d, the peak or "no peak", d*, and
+    the curve's ends."""
+    peaked = gold.peak_reported and gold.peak
+    return {
+        "gap_slope": trend.slope.as_dict(),
+        "gap_intercept": trend.intercept.as_dict(),
+        "peak": gold.peak.as_dict() if peaked else "no peak",
+        "d_star": gold.peak.value if peaked else None,
+        "peak_reason": gold.reason,
+        "d_max": float(curve.d.value.max()),
+        "proxy_at_max": float(curve.proxy.value[-1]),
+        "gold_at_max": float(curve.true.value[-1]),
+        "gold_max": float(curve.true.value.max()),
+    }
 
 
 LOW_D_SHARE = 0.6  # the low-pressure fit uses d ≤ this share of the largest d reached
@@ -1074,6 +1105,12 @@ def _arm(spec: ExperimentSpec, shared: _Shared, ev: _EvalSet, epsilon: float, ou
     progress("gap")
     curves, fitted, headline, splits, trends = _curves(spec, seed, proxy, true, ev)
     timing["gap"] = time.monotonic() - started
+    if "dpo" in spec.pressure:
+        started = time.monotonic()
+        progress("dpo")
+        dpo = _dpo_pressure(spec, seed, rows, digest, rm_info, out_root, cache, progress)
+        curves["dpo"], fitted["dpo"], headline["dpo"], trends["dpo"] = dpo
+        timing["dpo"] = time.monotonic() - started
     return ArmResult(
         seed=seed, epsilon=epsilon_info,
         rows={"n": len(rows), "n_snapshot": n_before, "flipped": len(flipped),
@@ -1083,6 +1120,68 @@ def _arm(spec: ExperimentSpec, shared: _Shared, ev: _EvalSet, epsilon: float, ou
         reward_model=rm_info, curves=curves, fits=fitted, headline=headline,
         timing={k: round(v, 3) for k, v in timing.items()}, splits=splits,
         probes=_probes(proxy, ev)), trends
+
+
+def _dpo_pressure(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]],
+                  rows_digest: str, rm_info: dict[str, Any], out_root: Path,
+                  cache: dict[Any, Any] | None, progress: Callable[[str], None]
+                  ) -> tuple[dict, dict, dict, Any]:
+    """Pressure 'dpo': one DPO policy per β of ``spec.dpo_betas`` on the arm's rows, from π₀ =
+    the world's tiny SFT policy (trained once per seed and sweep, ``cache``), each sampled on
+    fresh prompts, scored by the arm's first reward model (r̂) and the world's utility (r*),
+    KL by Monte Carlo against π₀ (``evaluation.policy_pressure.dpo_beta_curve``). Its curve is
+    standardized under that π₀, not under the reply generator the pool methods tilt: the two
+    π₀ differ, so compare methods on their gap-vs-d shape, not point by point (PREDICTIONS
+    P18). Gold is fitted with the RL form d(α − β log d) (Gao et al.)."""
+    from dataclasses import replace as dc_replace
+
+    from evaluation import fits
+    from evaluation.policy_pressure import dpo_beta_curve, sft_reference
+    from evaluation.worlds import get_world
+    from training.modeling import reward_load, reward_score
+    from training.services.models import tiny_models_build
+    from training.services.runs import model_ref
+
+    world = get_world(spec.world)
+    base = _base_reward(spec)
+    model, tokenizer = reward_load(dc_replace(base, path=rm_info["members"][0]["path"],
+                                              tokenizer_path=""))
+
+    def scorer(turns: list[Any], texts: list[str]) -> list[float]:
+        if spec.reward_input == "reply+checks":  # the M lever's model reads the checks too
+            texts = [reply_with_checks(world, world.parse_prompt(list(t)), x)
+                     if world.parse_prompt(list(t)) is not None else x
+                     for t, x in zip(turns, texts, strict=True)]
+        return reward_score(model, tokenizer, turns, texts, batch_size=128)
+
+    key = ("dpo-pi0", seed)
+    reference = cache.get(key) if cache is not None else None
+    if reference is None:
+        from evaluation.corpus import world_corpus
+
+        built = tiny_models_build(corpus=world_corpus(spec.world, n_prompts=300, seed=0),
+                                  name=f"experiment-{spec.world}-h{spec.tiny_hidden}"
+                                       f"-l{spec.tiny_layers}",
+                                  seed=0, hidden=spec.tiny_hidden, layers=spec.tiny_layers)
+        reference, _ = sft_reference(world=world, base=model_ref(built["policy"]),
+                                     out_dir=out_root / f"dpo-pi0-s{seed}", seed=seed,
+                                     n_prompts=spec.dpo_sft_prompts,
+                                     config=dict(spec.dpo_sft_config))
+        if cache is not None:
+            cache[key] = reference
+    sweep = dpo_beta_curve(
+        world=world, rows=rows, base=reference, reward_scorer=scorer,
+        out_dir=out_root / f"dpo-{rows_digest[:12]}-s{seed}",
+        betas=spec.dpo_betas, seed=seed, reference=reference, dpo_config=dict(spec.dpo_config),
+        n_eval_prompts=spec.dpo_eval_prompts, samples=spec.dpo_samples, n_boot=spec.n_boot,
+        level=spec.level, progress=lambda stage: progress(f"dpo: {stage}"))
+    curve = sweep.curve
+    gold = fits.gold_fit_curve(curve=curve, form="rl")
+    trend = fits.gap_trend(curve=curve, d_max=spec.trend_d_max or None)
+    data = {**curve.as_dict(), "dpo": {k: v for k, v in sweep.as_dict().items()
+                                       if k != "curve"}}
+    return (data, {"gold": gold.as_dict(), "gap": trend.as_dict(), **_gold_bands(curve, gold)},
+            _headline(curve, gold, trend), trend)
 
 
 def _summary(spec: ExperimentSpec, arms: list[ArmResult]) -> dict[str, Any]:

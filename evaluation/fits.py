@@ -154,9 +154,13 @@ def peak_location(*, form: str, alpha: ArrayLike, beta: ArrayLike) -> np.ndarray
 
 
 def _solve(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least squares per leading index: x (..., n, 2), y (..., n), w (n,) → (..., 2)."""
+    """Weighted least squares per leading index: x (..., n, 2), y (..., n), w (n,) → (..., 2).
+
+    A pseudo-inverse, not ``solve``: a bootstrap replicate whose points coincide in d (a few
+    prompts, a replicate that drew the same ones) has a singular normal matrix, and one such
+    replicate must not fail the whole fit (it gets the minimum-norm solution)."""
     xtw = x.swapaxes(-1, -2) * w
-    return np.linalg.solve(xtw @ x, (xtw @ y[..., None]))[..., 0]
+    return (np.linalg.pinv(xtw @ x) @ (xtw @ y[..., None]))[..., 0]
 
 
 def _rss(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -> np.ndarray:

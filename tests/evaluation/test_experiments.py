@@ -230,3 +230,34 @@ def test_experiment_command_ends_with_one_json_line(settings, tmp_path):
 def test_result_headline_is_json(independent_noise):
     line = result_headline(independent_noise)
     assert json.loads(json.dumps(line, allow_nan=False))["tilting"]["peak"] == "no peak"
+
+
+def test_dpo_pressure_runs_in_an_experiment_with_its_own_pi0(db, settings, tmp_path):
+    """Pressure 'dpo' inside an experiment arm: π₀ (tiny SFT) at pressure 0, one DPO policy per
+    β, scored by the arm's reward model and the world's utility, KL by Monte Carlo; the curve,
+    its RL-form fit and headline are stored like the pool methods'. A plumbing check at a toy
+    size: the β sweep's behaviour is tests/evaluation/test_policy_pressure.py's."""
+    settings.GAPLAB_ARTIFACT_ROOT = tmp_path
+    spec = ExperimentSpec(pool="expert:3", n_prompts=12, n_eval_prompts=10,
+                          samples_per_prompt=4, pressure=("best_of_n", "dpo"), n_ns=4,
+                          n_max=4, n_boot=40, seeds=(5,), dpo_betas=(1.0, 0.3, 0.1),
+                          dpo_config={"max_steps": 4, "batch_size": 8},
+                          dpo_sft_config={"max_steps": 12, "batch_size": 8},
+                          dpo_sft_prompts=8, dpo_eval_prompts=4, dpo_samples=2,
+                          rm_config={"epochs": 1.0, "batch_size": 16})
+    result = experiment_run(spec=spec)
+    arm = result.arms[0]
+    curve = arm.curves["dpo"]
+    assert curve["pressure"] == pytest.approx([0.0, 1.0, 1 / 0.3, 10.0])
+    assert curve["kl"]["value"][0] == 0.0 and all(k is not None for k in curve["kl"]["value"])
+    assert [p["beta"] for p in curve["dpo"]["points"]] == [1.0, 0.3, 0.1]
+    assert arm.fits["dpo"]["gold"]["form"] == "rl"
+    assert arm.headline["dpo"]["gap_slope"]["value"] is not None
+    assert "dpo" in result.summary and "best_of_n" in arm.curves
+    json.dumps(result.as_dict(), allow_nan=False)
+
+
+def test_dpo_pressure_needs_a_trained_reward_model_and_positive_betas():
+    with pytest.raises(ConfigError) as caught:
+        spec_from_dict({"pressure": ["dpo"], "reward": "utility_noise", "dpo_betas": [0.1, 0, 1]})
+    assert set(caught.value.errors) == {"pressure", "dpo_betas"}
