@@ -978,7 +978,13 @@ def _model_defaults() -> dict:
     out: dict = {}
     for model in apps.get_models():
         for f in model._meta.concrete_fields:
-            if f.null or not f.has_default():
+            if f.null:
+                continue
+            if not f.has_default():
+                # A NOT NULL text column without a model default (e.g. AnnotatorProfile.source):
+                # the COPY must still name it.
+                if f.get_internal_type() in ("CharField", "TextField"):
+                    out.setdefault(model._meta.db_table, {})[f.column] = ""
                 continue
             value = f.get_default()
             if f.get_internal_type() == "JSONField":

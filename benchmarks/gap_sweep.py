@@ -162,21 +162,6 @@ def _hot_path():
     return annotation_hot_path
 
 
-def _column_defaults(hp) -> dict:
-    """annotation_hot_path's {table: {column: text}} defaults, plus '' for NOT NULL text
-    columns that have no default in the model (e.g. a profile's ``source``): the loader's
-    COPY does not name them, and Django sets no database defaults."""
-    from django.apps import apps
-
-    out = hp._model_defaults()
-    for model in apps.get_models():
-        for f in model._meta.concrete_fields:
-            if (not f.null and not f.has_default()
-                    and f.get_internal_type() in ("CharField", "TextField")):
-                out.setdefault(model._meta.db_table, {}).setdefault(f.column, "")
-    return out
-
-
 def _seed_database(*, database_url: str, url: str, db: str, judgments: int,
                    annotators: int) -> dict:
     """Drop and create ``db``, migrate it, and COPY the judgment history into it with
@@ -193,7 +178,7 @@ def _seed_database(*, database_url: str, url: str, db: str, judgments: int,
     hp._migrate(url)
     log(f"created and migrated {db}: {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    defaults = _column_defaults(hp)
+    defaults = hp._model_defaults()
     with psycopg.connect(url) as conn, hp.column_defaults(conn, defaults, hp.LOADED_TABLES):
         meta = hp.load_history(conn, n_judgments=judgments, n_annotators=annotators)
         conn.commit()
