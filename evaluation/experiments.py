@@ -96,8 +96,8 @@ import numpy as np
 
 from training.methods.base import config_build, opt
 
-PRESSURE_METHODS = ("tilting", "best_of_n", "dpo")
-POLICY_METHODS = frozenset({"dpo"})  # trained policies: their own π₀, not the pools'
+PRESSURE_METHODS = ("tilting", "best_of_n", "dpo", "rlhf")
+POLICY_METHODS = frozenset({"dpo", "rlhf"})  # trained policies: their own π₀, not the pools'
 NOISE_BASES = ("snapshot", "truth")
 REWARDS = ("trained", "utility_noise")
 ENSEMBLE_RULES = ("mean", "mean_minus_k_std", "min")
@@ -239,6 +239,14 @@ class ExperimentSpec:
                                        "SFT policy of the world (evaluation.policy_pressure).")
     dpo_config: dict = opt({}, "pressure 'dpo': overrides of the DPO runs' config "
                                "(policy_pressure.DEFAULT_DPO: 60 steps of 16, lr 5e-4).")
+    rlhf_kl_coefs: tuple[float, ...] = opt((1.0, 0.3, 0.1, 0.03),
+                                           "pressure 'rlhf': the KL coefficients β of RLHF "
+                                           "(RLOO, reward r̂ − β·KL; pressure 1/β), one policy "
+                                           "each from the same π₀ as 'dpo', optimizing the "
+                                           "arm's first reward model.")
+    rlhf_config: dict = opt({}, "pressure 'rlhf': overrides of the RLHF runs' config "
+                                "(policy_pressure.DEFAULT_RLHF: 30 steps of 8 replies, 4 per "
+                                "prompt, lr 5e-4).")
     dpo_sft_config: dict = opt({}, "pressure 'dpo': overrides of π₀'s SFT config "
                                    "(policy_pressure.DEFAULT_SFT: 300 steps of 16, lr 2e-3).")
     dpo_sft_prompts: int = opt(300, "pressure 'dpo': prompts whose candidate replies π₀ is "
@@ -286,15 +294,19 @@ class ExperimentSpec:
                 errors["proxy_bias"] = [f"Numbers per world feature ({', '.join(sorted(known))}) "
                                         "with reward='utility_noise'" + (f"; bad: {bad}"
                                                                         if bad else "") + "."]
-        if "dpo" in self.pressure:
+        for method, grid in (("dpo", "dpo_betas"), ("rlhf", "rlhf_kl_coefs")):
+            if method not in self.pressure:
+                continue
             if self.reward != "trained":
                 errors.setdefault("pressure", []).append(
-                    "'dpo' needs reward='trained': its samples are scored by the reward model.")
-            if len(set(self.dpo_betas)) < 3 or any(
+                    f"'{method}' needs reward='trained': its samples are scored by the reward "
+                    "model.")
+            values = getattr(self, grid)
+            if len(set(values)) < 3 or any(
                     isinstance(b, bool) or not isinstance(b, int | float)
-                    or not math.isfinite(b) or not b > 0 for b in self.dpo_betas):
-                errors["dpo_betas"] = ["At least three distinct positive numbers (a gold fit "
-                                       "needs three points with d > 0)."]
+                    or not math.isfinite(b) or not b > 0 for b in values):
+                errors[grid] = ["At least three distinct positive numbers (a gold fit needs "
+                                "three points with d > 0)."]
         if self.judgment_window != "all" and pool_drift_onset(members) is None:
             errors["judgment_window"] = ["A judgment window needs a pool with a drifting "
                                          "kind (e.g. drifting:4)."]
@@ -1105,12 +1117,13 @@ def _arm(spec: ExperimentSpec, shared: _Shared, ev: _EvalSet, epsilon: float, ou
     progress("gap")
     curves, fitted, headline, splits, trends = _curves(spec, seed, proxy, true, ev)
     timing["gap"] = time.monotonic() - started
-    if "dpo" in spec.pressure:
+    for method in (m for m in spec.pressure if m in POLICY_METHODS):
         started = time.monotonic()
-        progress("dpo")
-        dpo = _dpo_pressure(spec, seed, rows, digest, rm_info, out_root, cache, progress)
-        curves["dpo"], fitted["dpo"], headline["dpo"], trends["dpo"] = dpo
-        timing["dpo"] = time.monotonic() - started
+        progress(method)
+        out = _policy_pressure(method, spec, seed, rows, digest, rm_info, out_root, cache,
+                               progress)
+        curves[method], fitted[method], headline[method], trends[method] = out
+        timing[method] = time.monotonic() - started
     return ArmResult(
         seed=seed, epsilon=epsilon_info,
         rows={"n": len(rows), "n_snapshot": n_before, "flipped": len(flipped),
@@ -1122,11 +1135,14 @@ def _arm(spec: ExperimentSpec, shared: _Shared, ev: _EvalSet, epsilon: float, ou
         probes=_probes(proxy, ev)), trends
 
 
-def _dpo_pressure(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]],
-                  rows_digest: str, rm_info: dict[str, Any], out_root: Path,
-                  cache: dict[Any, Any] | None, progress: Callable[[str], None]
-                  ) -> tuple[dict, dict, dict, Any]:
-    """Pressure 'dpo': one DPO policy per β of ``spec.dpo_betas`` on the arm's rows, from π₀ =
+def _policy_pressure(method: str, spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]],
+                     rows_digest: str, rm_info: dict[str, Any], out_root: Path,
+                     cache: dict[Any, Any] | None, progress: Callable[[str], None]
+                     ) -> tuple[dict, dict, dict, Any]:
+    """Pressure 'rlhf' is the same with RLHF (RLOO) at each KL coefficient of
+    ``spec.rlhf_kl_coefs``, optimizing the arm's first reward model on the rows' prompts.
+
+    Pressure 'dpo': one DPO policy per β of ``spec.dpo_betas`` on the arm's rows, from π₀ =
     the world's tiny SFT policy (trained once per seed and sweep, ``cache``), each sampled on
     fresh prompts, scored by the arm's first reward model (r̂) and the world's utility (r*),
     KL by Monte Carlo against π₀ (``evaluation.policy_pressure.dpo_beta_curve``). Its curve is
@@ -1169,17 +1185,21 @@ def _dpo_pressure(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]],
                                      config=dict(spec.dpo_sft_config))
         if cache is not None:
             cache[key] = reference
+    rm_ref = dc_replace(base, path=rm_info["members"][0]["path"], tokenizer_path="")
     sweep = dpo_beta_curve(
         world=world, rows=rows, base=reference, reward_scorer=scorer,
-        out_dir=out_root / f"dpo-{rows_digest[:12]}-s{seed}",
-        betas=spec.dpo_betas, seed=seed, reference=reference, dpo_config=dict(spec.dpo_config),
+        out_dir=out_root / f"{method}-{rows_digest[:12]}-s{seed}", method=method,
+        reward_model=rm_ref,
+        betas=spec.dpo_betas if method == "dpo" else spec.rlhf_kl_coefs, seed=seed,
+        reference=reference,
+        dpo_config=dict(spec.dpo_config if method == "dpo" else spec.rlhf_config),
         n_eval_prompts=spec.dpo_eval_prompts, samples=spec.dpo_samples, n_boot=spec.n_boot,
-        level=spec.level, progress=lambda stage: progress(f"dpo: {stage}"))
+        level=spec.level, progress=lambda stage: progress(f"{method}: {stage}"))
     curve = sweep.curve
     gold = fits.gold_fit_curve(curve=curve, form="rl")
     trend = fits.gap_trend(curve=curve, d_max=spec.trend_d_max or None)
-    data = {**curve.as_dict(), "dpo": {k: v for k, v in sweep.as_dict().items()
-                                       if k != "curve"}}
+    data = {**curve.as_dict(), "policies": {k: v for k, v in sweep.as_dict().items()
+                                            if k != "curve"}}
     return (data, {"gold": gold.as_dict(), "gap": trend.as_dict(), **_gold_bands(curve, gold)},
             _headline(curve, gold, trend), trend)
 

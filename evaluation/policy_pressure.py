@@ -57,6 +57,12 @@ DEFAULT_BETAS = (1.0, 0.3, 0.1, 0.03)
 DEFAULT_SFT = {"max_steps": 300, "batch_size": 16, "learning_rate": 2e-3}
 DEFAULT_DPO = {"max_steps": 60, "batch_size": 16, "learning_rate": 5e-4}
 DEFAULT_RM = {"learning_rate": 1e-3, "epochs": 4.0, "batch_size": 16, "eval_fraction": 0.15}
+# RLHF (RLOO) on the tiny policy: a learning rate for a model trained from scratch, short
+# replies (the world's answers are one sentence).
+DEFAULT_RLHF = {"max_steps": 30, "batch_size": 8, "num_generations": 4, "learning_rate": 5e-4,
+                "max_new_tokens": 32}
+# method -> (its config defaults, the config field that is the KL coefficient β)
+TRAINED_METHODS = {"dpo": (DEFAULT_DPO, "beta"), "rlhf": (DEFAULT_RLHF, "kl_coef")}
 
 
 def _say(progress: Progress | None, stage: str) -> None:
@@ -294,8 +300,15 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
                    dpo_config: dict[str, Any] | None = None, n_eval_prompts: int = 32,
                    samples: int = 4, max_new_tokens: int = 64, temperature: float = 1.0,
                    n_boot: int = 300, level: float = 0.9,
-                   progress: Progress | None = None) -> DpoSweep:
+                   progress: Progress | None = None, method: str = "dpo",
+                   reward_model: ModelRef | None = None) -> DpoSweep:
     """Trace the gap along DPO's β: one DPO policy per β from π₀ on ``rows``.
+
+    ``method="rlhf"`` traces RLHF's KL coefficient instead (``training.methods.rlhf``, TRL's
+    RLOO with reward r̂ − β·KL): each β trains a policy from π₀ against ``reward_model`` (the
+    r̂ whose scores ``reward_scorer`` gives), on the prompts of ``rows``, with ``dpo_config``
+    as the RLHF config's overrides; the rest (sampling, scoring, Monte Carlo KL, the curve) is
+    the same.
 
     ``base`` is the untrained tiny policy (with its tokenizer) that π₀ is fine-tuned from
     (:func:`sft_reference`), unless ``reference`` gives π₀ ready-made. Every policy, π₀ too, is
@@ -305,10 +318,14 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
     Raises ValueError for an empty grid or a non-positive β.
     """
     from evaluation import gap
-    from training.methods import dpo, method_config
+    from training.methods import dpo, method_config, rlhf
     from training.methods.base import NullReporter, RunContext
     from training.modeling import policy_load
 
+    if method not in TRAINED_METHODS:
+        raise ValueError(f"method must be one of {sorted(TRAINED_METHODS)}")
+    if method == "rlhf" and reward_model is None:
+        raise ValueError("method='rlhf' needs the reward_model it optimizes")
     betas = [float(b) for b in betas]
     if not betas or any(not b > 0 for b in betas):
         raise ValueError("betas must be a non-empty list of positive numbers")
@@ -337,16 +354,19 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
     cols: dict[str, list[np.ndarray]] = {"proxy": [ref_proxy], "true": [ref_stats.utility],
                                          "ratio": [ref_ratio]}
     points: list[BetaPoint] = []
-    dpo_cfg = {"kl_every": 0, "kl_prompts": 1, "kl_samples": 1, "max_new_tokens": 4,
-               **DEFAULT_DPO, **(dpo_config or {})}
+    defaults, knob = TRAINED_METHODS[method]
+    dpo_cfg = {"kl_every": 0, "kl_prompts": 1, "kl_samples": 1,
+               **({"max_new_tokens": 4} if method == "dpo" else {}),
+               **defaults, **(dpo_config or {})}
     for beta in betas:
         t0 = time.monotonic()
-        _say(progress, f"dpo beta={beta:g}")
-        ctx = RunContext(config=method_config("dpo", {**dpo_cfg, "beta": beta}),
-                         output_dir=out_dir / f"dpo-b{beta:g}", reporter=NullReporter(),
-                         seed=seed, rows=rows, base_model=reference)
+        _say(progress, f"{method} beta={beta:g}")
+        ctx = RunContext(config=method_config(method, {**dpo_cfg, knob: beta}),
+                         output_dir=out_dir / f"{method}-b{beta:g}", reporter=NullReporter(),
+                         seed=seed, rows=rows, base_model=reference,
+                         reward_models=[reward_model] if method == "rlhf" else [])
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        result = dpo.run(ctx)
+        result = (dpo if method == "dpo" else rlhf).run(ctx)
         policy, _ = policy_load(ModelRef(id=None, path=str(result.models[0].path),
                                          kind="policy"), device="cpu")
         texts, ratio = sample_log_ratios(policy, ref_model, tokenizer, turns, **draw)

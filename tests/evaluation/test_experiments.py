@@ -232,14 +232,17 @@ def test_result_headline_is_json(independent_noise):
     assert json.loads(json.dumps(line, allow_nan=False))["tilting"]["peak"] == "no peak"
 
 
-def test_dpo_pressure_runs_in_an_experiment_with_its_own_pi0(db, settings, tmp_path):
-    """Pressure 'dpo' inside an experiment arm: π₀ (tiny SFT) at pressure 0, one DPO policy per
-    β, scored by the arm's reward model and the world's utility, KL by Monte Carlo; the curve,
-    its RL-form fit and headline are stored like the pool methods'. A plumbing check at a toy
-    size: the β sweep's behaviour is tests/evaluation/test_policy_pressure.py's."""
+def test_dpo_and_rlhf_pressure_run_in_an_experiment_with_their_own_pi0(db, settings, tmp_path):
+    """Pressures 'dpo' and 'rlhf' inside an experiment arm: π₀ (tiny SFT) at pressure 0, one
+    DPO (RLOO) policy per β, scored by the arm's reward model and the world's utility, KL by
+    Monte Carlo; the curve, its RL-form fit and headline are stored like the pool methods'. A
+    plumbing check at a toy size: the β sweep's behaviour is test_policy_pressure.py's."""
     settings.GAPLAB_ARTIFACT_ROOT = tmp_path
     spec = ExperimentSpec(pool="expert:3", n_prompts=12, n_eval_prompts=10,
-                          samples_per_prompt=4, pressure=("best_of_n", "dpo"), n_ns=4,
+                          samples_per_prompt=4, pressure=("best_of_n", "dpo", "rlhf"),
+                          n_ns=4, rlhf_kl_coefs=(1.0, 0.3, 0.1),
+                          rlhf_config={"max_steps": 2, "batch_size": 4, "num_generations": 2,
+                                       "max_new_tokens": 8},
                           n_max=4, n_boot=40, seeds=(5,), dpo_betas=(1.0, 0.3, 0.1),
                           dpo_config={"max_steps": 4, "batch_size": 8},
                           dpo_sft_config={"max_steps": 12, "batch_size": 8},
@@ -250,10 +253,15 @@ def test_dpo_pressure_runs_in_an_experiment_with_its_own_pi0(db, settings, tmp_p
     curve = arm.curves["dpo"]
     assert curve["pressure"] == pytest.approx([0.0, 1.0, 1 / 0.3, 10.0])
     assert curve["kl"]["value"][0] == 0.0 and all(k is not None for k in curve["kl"]["value"])
-    assert [p["beta"] for p in curve["dpo"]["points"]] == [1.0, 0.3, 0.1]
+    assert [p["beta"] for p in curve["policies"]["points"]] == [1.0, 0.3, 0.1]
     assert arm.fits["dpo"]["gold"]["form"] == "rl"
     assert arm.headline["dpo"]["gap_slope"]["value"] is not None
     assert "dpo" in result.summary and "best_of_n" in arm.curves
+    # RLHF's KL-coefficient sweep: the same path with RLOO against the arm's reward model.
+    rl = arm.curves["rlhf"]
+    assert rl["pressure"] == pytest.approx([0.0, 1.0, 1 / 0.3, 10.0])
+    assert rl["kl"]["value"][0] == 0.0 and arm.fits["rlhf"]["gold"]["form"] == "rl"
+    assert all(p["train_loss"] is not None or p["seconds"] > 0 for p in rl["policies"]["points"])
     json.dumps(result.as_dict(), allow_nan=False)
 
 
