@@ -96,8 +96,9 @@ import numpy as np
 
 from training.methods.base import config_build, opt
 
-PRESSURE_METHODS = ("tilting", "best_of_n", "dpo", "rlhf")
-POLICY_METHODS = frozenset({"dpo", "rlhf"})  # trained policies: their own π₀, not the pools'
+PRESSURE_METHODS = ("tilting", "best_of_n", "dpo", "rlhf", "rest")
+# Trained policies: each measured against its own π₀ (a tiny SFT policy), not the pools'.
+POLICY_METHODS = frozenset({"dpo", "rlhf", "rest"})
 NOISE_BASES = ("snapshot", "truth")
 REWARDS = ("trained", "utility_noise")
 ENSEMBLE_RULES = ("mean", "mean_minus_k_std", "min")
@@ -247,6 +248,12 @@ class ExperimentSpec:
     rlhf_config: dict = opt({}, "pressure 'rlhf': overrides of the RLHF runs' config "
                                 "(policy_pressure.DEFAULT_RLHF: 30 steps of 8 replies, 4 per "
                                 "prompt, lr 5e-4).")
+    rest_rounds: tuple[int, ...] = opt((1, 2, 3), "pressure 'rest': the ReST rounds measured "
+                                                  "(one run of max rounds from the same π₀ as "
+                                                  "'dpo', growing and filtering with the arm's "
+                                                  "first reward model; pressure = the round).")
+    rest_config: dict = opt({}, "pressure 'rest': overrides of the ReST run's config "
+                                "(policy_pressure.DEFAULT_REST).")
     dpo_sft_config: dict = opt({}, "pressure 'dpo': overrides of π₀'s SFT config "
                                    "(policy_pressure.DEFAULT_SFT: 300 steps of 16, lr 2e-3).")
     dpo_sft_prompts: int = opt(300, "pressure 'dpo': prompts whose candidate replies π₀ is "
@@ -294,7 +301,8 @@ class ExperimentSpec:
                 errors["proxy_bias"] = [f"Numbers per world feature ({', '.join(sorted(known))}) "
                                         "with reward='utility_noise'" + (f"; bad: {bad}"
                                                                         if bad else "") + "."]
-        for method, grid in (("dpo", "dpo_betas"), ("rlhf", "rlhf_kl_coefs")):
+        for method, grid in (("dpo", "dpo_betas"), ("rlhf", "rlhf_kl_coefs"),
+                             ("rest", "rest_rounds")):
             if method not in self.pressure:
                 continue
             if self.reward != "trained":
@@ -455,17 +463,17 @@ class ExperimentResult:
     lever: str = ""  # "" for the baseline, else one of LEVERS
 
     def as_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return json_plain(asdict(self))
 
 
-def _plain(value: Any) -> Any:
+def json_plain(value: Any) -> Any:
     """JSON-ready: numpy scalars and arrays to Python, non-finite floats to None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_plain(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return json_plain(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -1140,7 +1148,9 @@ def _policy_pressure(method: str, spec: ExperimentSpec, seed: int, rows: list[di
                      cache: dict[Any, Any] | None, progress: Callable[[str], None]
                      ) -> tuple[dict, dict, dict, Any]:
     """Pressure 'rlhf' is the same with RLHF (RLOO) at each KL coefficient of
-    ``spec.rlhf_kl_coefs``, optimizing the arm's first reward model on the rows' prompts.
+    ``spec.rlhf_kl_coefs``, optimizing the arm's first reward model on the rows' prompts;
+    'rest' measures each round of one ReST run (``spec.rest_rounds``) that grows and filters
+    with that reward model.
 
     Pressure 'dpo': one DPO policy per β of ``spec.dpo_betas`` on the arm's rows, from π₀ =
     the world's tiny SFT policy (trained once per seed and sweep, ``cache``), each sampled on
@@ -1190,9 +1200,10 @@ def _policy_pressure(method: str, spec: ExperimentSpec, seed: int, rows: list[di
         world=world, rows=rows, base=reference, reward_scorer=scorer,
         out_dir=out_root / f"{method}-{rows_digest[:12]}-s{seed}", method=method,
         reward_model=rm_ref,
-        betas=spec.dpo_betas if method == "dpo" else spec.rlhf_kl_coefs, seed=seed,
-        reference=reference,
-        dpo_config=dict(spec.dpo_config if method == "dpo" else spec.rlhf_config),
+        betas={"dpo": spec.dpo_betas, "rlhf": spec.rlhf_kl_coefs,
+               "rest": spec.rest_rounds}[method], seed=seed, reference=reference,
+        dpo_config=dict({"dpo": spec.dpo_config, "rlhf": spec.rlhf_config,
+                         "rest": spec.rest_config}[method]),
         n_eval_prompts=spec.dpo_eval_prompts, samples=spec.dpo_samples, n_boot=spec.n_boot,
         level=spec.level, progress=lambda stage: progress(f"{method}: {stage}"))
     curve = sweep.curve
@@ -1336,7 +1347,7 @@ def experiment_noise_sweep(*, spec: ExperimentSpec,
                                            baseline_trends=trends[(0, eps)])
             summary["overrides"] = variant.overrides
         out.append(ExperimentResult(
-            spec=_plain(asdict(replace(variant.spec, flip_rate=eps))), epsilon_injected=eps,
+            spec=json_plain(asdict(replace(variant.spec, flip_rate=eps))), epsilon_injected=eps,
             arms=arms[(vi, eps)], summary=summary, seconds=round(seconds[(vi, eps)] + shared_s, 3),
             code_version=version, variant=variant.name, lever=variant.lever))
     return out
@@ -1375,4 +1386,4 @@ def result_headline(result: ExperimentResult) -> dict[str, Any]:
         if change is not None:
             line[method] |= {"slope_change": change["slope_change"],
                              "intercept_change": change["intercept_change"]}
-    return _plain(line)
+    return json_plain(line)

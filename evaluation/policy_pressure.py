@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.experiments import json_plain
 from training.methods.base import ModelRef
 
 Turns = list[dict[str, str]]
@@ -61,28 +62,19 @@ DEFAULT_RM = {"learning_rate": 1e-3, "epochs": 4.0, "batch_size": 16, "eval_frac
 # replies (the world's answers are one sentence).
 DEFAULT_RLHF = {"max_steps": 30, "batch_size": 8, "num_generations": 4, "learning_rate": 5e-4,
                 "max_new_tokens": 32}
-# method -> (its config defaults, the config field that is the KL coefficient β)
-TRAINED_METHODS = {"dpo": (DEFAULT_DPO, "beta"), "rlhf": (DEFAULT_RLHF, "kl_coef")}
+# ReST on the tiny policy: short Grow steps (a few prompts' samples) and Improve steps.
+DEFAULT_REST = {"n_prompts": 16, "samples_per_prompt": 4, "steps_per_round": 20,
+                "batch_size": 8, "learning_rate": 5e-4, "threshold": 0.5,
+                "threshold_step": 0.1, "max_new_tokens": 32}
+# method -> (its config defaults, the config field its sweep sets: the KL coefficient β, or
+# for ReST none: its pressure is the round)
+TRAINED_METHODS = {"dpo": (DEFAULT_DPO, "beta"), "rlhf": (DEFAULT_RLHF, "kl_coef"),
+                   "rest": (DEFAULT_REST, "")}
 
 
 def _say(progress: Progress | None, stage: str) -> None:
     if progress is not None:
         progress(stage)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy to Python, non-finite floats to None (as ``experiments._plain``)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- Data from the world ----------------------------------------------------------------------
@@ -287,7 +279,7 @@ class DpoSweep:
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return _plain({"curve": self.curve.as_dict(), "reference": self.reference,
+        return json_plain({"curve": self.curve.as_dict(), "reference": self.reference,
                        "points": [asdict(p) for p in self.points], "config": self.config,
                        "timing": self.timing})
 
@@ -304,6 +296,9 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
                    reward_model: ModelRef | None = None) -> DpoSweep:
     """Trace the gap along DPO's β: one DPO policy per β from π₀ on ``rows``.
 
+    ``method="rest"`` traces ReST's rounds: one run of max(``betas``) rounds (``betas`` are the
+    round numbers then), each round's policy a point at pressure = its round.
+
     ``method="rlhf"`` traces RLHF's KL coefficient instead (``training.methods.rlhf``, TRL's
     RLOO with reward r̂ − β·KL): each β trains a policy from π₀ against ``reward_model`` (the
     r̂ whose scores ``reward_scorer`` gives), on the prompts of ``rows``, with ``dpo_config``
@@ -318,14 +313,12 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
     Raises ValueError for an empty grid or a non-positive β.
     """
     from evaluation import gap
-    from training.methods import dpo, method_config, rlhf
-    from training.methods.base import NullReporter, RunContext
     from training.modeling import policy_load
 
     if method not in TRAINED_METHODS:
         raise ValueError(f"method must be one of {sorted(TRAINED_METHODS)}")
-    if method == "rlhf" and reward_model is None:
-        raise ValueError("method='rlhf' needs the reward_model it optimizes")
+    if method in ("rlhf", "rest") and reward_model is None:
+        raise ValueError(f"method={method!r} needs the reward_model it optimizes")
     betas = [float(b) for b in betas]
     if not betas or any(not b > 0 for b in betas):
         raise ValueError("betas must be a non-empty list of positive numbers")
@@ -356,19 +349,13 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
     points: list[BetaPoint] = []
     defaults, knob = TRAINED_METHODS[method]
     dpo_cfg = {"kl_every": 0, "kl_prompts": 1, "kl_samples": 1,
-               **({"max_new_tokens": 4} if method == "dpo" else {}),
+               **({"max_new_tokens": 4} if method in ("dpo", "rest") else {}),
                **defaults, **(dpo_config or {})}
-    for beta in betas:
+    for beta, pressure, path, train_loss, seconds in _trained_policies(
+            method, betas=betas, cfg=dpo_cfg, knob=knob, out_dir=out_dir, seed=seed,
+            rows=rows, reference=reference, reward_model=reward_model, progress=progress):
         t0 = time.monotonic()
-        _say(progress, f"{method} beta={beta:g}")
-        ctx = RunContext(config=method_config(method, {**dpo_cfg, knob: beta}),
-                         output_dir=out_dir / f"{method}-b{beta:g}", reporter=NullReporter(),
-                         seed=seed, rows=rows, base_model=reference,
-                         reward_models=[reward_model] if method == "rlhf" else [])
-        ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        result = (dpo if method == "dpo" else rlhf).run(ctx)
-        policy, _ = policy_load(ModelRef(id=None, path=str(result.models[0].path),
-                                         kind="policy"), device="cpu")
+        policy, _ = policy_load(ModelRef(id=None, path=str(path), kind="policy"), device="cpu")
         texts, ratio = sample_log_ratios(policy, ref_model, tokenizer, turns, **draw)
         stats = reply_stats(world, prompts, texts)
         proxy = scores_grid(reward_scorer, prompts, texts)
@@ -377,15 +364,14 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
         cols["ratio"].append(ratio)
         flat = ratio.ravel()
         points.append(BetaPoint(
-            beta=beta, pressure=1.0 / beta, kl=float(flat.mean()), kl_se=math.nan,
+            beta=beta, pressure=pressure, kl=float(flat.mean()), kl_se=math.nan,
             kl_se_samples=float(flat.std(ddof=1) / math.sqrt(flat.size)),
             proxy=float(proxy.mean()), true=float(stats.utility.mean()),
             parseable=stats.parseable, correct=stats.correct, words=stats.words,
-            train_loss=result.metrics.get("train_loss"),
-            seconds=round(time.monotonic() - t0, 3)))
+            train_loss=train_loss, seconds=round(seconds + time.monotonic() - t0, 3)))
         del policy
     started = time.monotonic()
-    curve = gap.policy_curve(pressure=[0.0, *(1.0 / b for b in betas)], proxy=cols["proxy"],
+    curve = gap.policy_curve(pressure=[0.0, *(p.pressure for p in points)], proxy=cols["proxy"],
                              true=cols["true"], log_ratio=cols["ratio"], ref_proxy=ref_proxy,
                              ref_true=ref_stats.utility, n_boot=n_boot, level=level, seed=seed)
     for point, se in zip(points, curve.kl_se[1:], strict=True):
@@ -403,6 +389,43 @@ def dpo_beta_curve(*, world: Any, rows: list[dict[str, Any]], base: ModelRef,
                 "max_new_tokens": max_new_tokens, "temperature": temperature,
                 "rows": len(rows), "n_boot": n_boot, "level": level},
         timing={k: round(v, 3) for k, v in timing.items()})
+
+
+def _trained_policies(method: str, *, betas: list[float], cfg: dict[str, Any], knob: str,
+                      out_dir: Path, seed: int, rows: list[dict[str, Any]],
+                      reference: ModelRef, reward_model: ModelRef | None,
+                      progress: Progress | None):
+    """Train the sweep's policies in this process and yield, per policy, (its knob's value,
+    its pressure, its folder, its training loss, seconds): DPO or RLHF train one policy per β
+    (pressure 1/β); ReST trains once for max(``betas``) rounds (``betas`` are then round
+    numbers) and yields each round's policy (pressure = the round)."""
+    from training.methods import dpo, method_config, rest, rlhf
+    from training.methods.base import NullReporter, RunContext
+
+    def run(config: dict[str, Any], folder: Path) -> Any:
+        ctx = RunContext(config=method_config(method, config), output_dir=folder,
+                         reporter=NullReporter(), seed=seed, rows=rows, base_model=reference,
+                         reward_models=[reward_model] if method != "dpo" else [])
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        return {"dpo": dpo, "rlhf": rlhf, "rest": rest}[method].run(ctx)
+
+    if method == "rest":
+        rounds = [int(r) for r in betas]
+        _say(progress, f"rest {max(rounds)} rounds")
+        t0 = time.monotonic()
+        folder = out_dir / "rest"
+        result = run({**cfg, "rounds": max(rounds)}, folder)
+        share = (time.monotonic() - t0) / max(rounds)
+        for r in rounds:
+            yield (float(r), float(r), folder / f"round-{r}" / "policy",
+                   result.metrics.get(f"round{r}_train_loss"), share)
+        return
+    for beta in betas:
+        t0 = time.monotonic()
+        _say(progress, f"{method} beta={beta:g}")
+        result = run({**cfg, knob: beta}, out_dir / f"{method}-b{beta:g}")
+        yield (beta, 1.0 / beta, result.models[0].path, result.metrics.get("train_loss"),
+               time.monotonic() - t0)
 
 
 # --- 2. A causal LM as π₀ ---------------------------------------------------------------------
@@ -441,7 +464,7 @@ class PoolCurves:
     reference: dict[str, Any]  # π₀: utility, parseable, correct, words, r̂ ↔ r* correlation
 
     def as_dict(self) -> dict[str, Any]:
-        return _plain({
+        return json_plain({
             "curves": {m: c.as_dict() for m, c in self.curves.items()},
             "fits": {m: {"gold": f["gold"].as_dict(), "gap": f["gap"].as_dict()}
                      for m, f in self.fits.items()},

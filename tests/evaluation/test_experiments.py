@@ -232,16 +232,20 @@ def test_result_headline_is_json(independent_noise):
     assert json.loads(json.dumps(line, allow_nan=False))["tilting"]["peak"] == "no peak"
 
 
-def test_dpo_and_rlhf_pressure_run_in_an_experiment_with_their_own_pi0(db, settings, tmp_path):
-    """Pressures 'dpo' and 'rlhf' inside an experiment arm: π₀ (tiny SFT) at pressure 0, one
-    DPO (RLOO) policy per β, scored by the arm's reward model and the world's utility, KL by
-    Monte Carlo; the curve, its RL-form fit and headline are stored like the pool methods'. A
-    plumbing check at a toy size: the β sweep's behaviour is test_policy_pressure.py's."""
+def test_trained_policy_pressures_run_in_an_experiment_with_their_own_pi0(db, settings, tmp_path):
+    """Pressures 'dpo', 'rlhf' and 'rest' inside an experiment arm: π₀ (tiny SFT) at pressure
+    0, one DPO (RLOO) policy per β (ReST: per round), scored by the arm's reward model and the
+    world's utility, KL by Monte Carlo; the curve, its RL-form fit and headline are stored like
+    the pool methods'. A plumbing check at a toy size (the β sweep's behaviour:
+    test_policy_pressure.py)."""
     settings.GAPLAB_ARTIFACT_ROOT = tmp_path
     spec = ExperimentSpec(pool="expert:3", n_prompts=12, n_eval_prompts=10,
-                          samples_per_prompt=4, pressure=("best_of_n", "dpo", "rlhf"),
+                          samples_per_prompt=4, pressure=("best_of_n", "dpo", "rlhf", "rest"),
                           n_ns=4, rlhf_kl_coefs=(1.0, 0.3, 0.1),
                           rlhf_config={"max_steps": 2, "batch_size": 4, "num_generations": 2,
+                                       "max_new_tokens": 8},
+                          rest_config={"n_prompts": 4, "samples_per_prompt": 2,
+                                       "steps_per_round": 2, "batch_size": 4,
                                        "max_new_tokens": 8},
                           n_max=4, n_boot=40, seeds=(5,), dpo_betas=(1.0, 0.3, 0.1),
                           dpo_config={"max_steps": 4, "batch_size": 8},
@@ -262,6 +266,10 @@ def test_dpo_and_rlhf_pressure_run_in_an_experiment_with_their_own_pi0(db, setti
     assert rl["pressure"] == pytest.approx([0.0, 1.0, 1 / 0.3, 10.0])
     assert rl["kl"]["value"][0] == 0.0 and arm.fits["rlhf"]["gold"]["form"] == "rl"
     assert all(p["train_loss"] is not None or p["seconds"] > 0 for p in rl["policies"]["points"])
+    # ReST: one run of 3 rounds, each round's policy a point (pressure = the round).
+    rest = arm.curves["rest"]
+    assert rest["pressure"] == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    assert rest["kl"]["value"][0] == 0.0 and arm.headline["rest"]["gap_slope"] is not None
     json.dumps(result.as_dict(), allow_nan=False)
 
 
