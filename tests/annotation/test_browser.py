@@ -91,6 +91,9 @@ def _wait_for_next_item(page, token: str) -> None:
         "prev => { const t = document.querySelector('#judgment-form input[name=token]');"
         " return t !== null && t.value !== prev; }",
         arg=token,
+        # A submit answers in about 0.1 s; 30 s (not Playwright's 15) leaves room for a
+        # 2-core machine busy with a training test's torch threads.
+        timeout=30_000,
     )
 
 

@@ -39,10 +39,12 @@ SWEEP = {
     "max_new_tokens": 64,
 }
 # The sweep's acceptance test runs with GAPLAB_TEST_SLOW=1 (the suite's time limit): without it
-# the other tests here share a shorter π₀ (120 SFT steps on 100 prompts' replies).
+# the other tests here share a shorter π₀ (60 SFT steps on 60 prompts' replies) and r̂ (24
+# campaign prompts).
 SLOW = os.environ.get("GAPLAB_TEST_SLOW") == "1"
-SETUP_SFT = SWEEP["sft"] if SLOW else {**SWEEP["sft"], "max_steps": 120}
-SETUP_SFT_PROMPTS = SWEEP["sft_prompts"] if SLOW else 100
+SETUP_SFT = SWEEP["sft"] if SLOW else {**SWEEP["sft"], "max_steps": 60}
+SETUP_SFT_PROMPTS = SWEEP["sft_prompts"] if SLOW else 60
+SETUP_CAMPAIGN_PROMPTS = SWEEP["campaign_prompts"] if SLOW else 24
 
 # Every test here is in one pytest-django group (database tests run before the others), so the
 # module fixture below is built once.
@@ -73,7 +75,7 @@ def setup(django_db_setup, django_db_blocker, tmp_path_factory):
     root = tmp_path_factory.mktemp("policy_pressure")
     with django_db_blocker.unblock(), override_settings(GAPLAB_ARTIFACT_ROOT=root / "art"):
         with transaction.atomic():
-            rows = _crowd_rows(SWEEP["campaign_prompts"], SWEEP["pool"], SWEEP["seed"])
+            rows = _crowd_rows(SETUP_CAMPAIGN_PROMPTS, SWEEP["pool"], SWEEP["seed"])
             transaction.set_rollback(True)
     built = tiny_models_write(world_corpus("arithmetic", n_prompts=300, seed=0), root,
                               name="tiny", seed=0, hidden=64)
