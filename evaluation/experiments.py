@@ -831,17 +831,23 @@ def rows_with_checks(world: Any, rows: Sequence[dict[str, Any]]) -> list[dict[st
     return out
 
 
-def _base_reward(spec: ExperimentSpec) -> Any:
-    """The tiny untrained reward model of the world (built once, registered by name)."""
+def _tiny_models(spec: ExperimentSpec) -> dict[str, Any]:
+    """The world's tiny untrained models (tokenizer, policy, reward; built once, registered by
+    name)."""
     from evaluation.corpus import world_corpus
     from training.services.models import tiny_models_build
+
+    return tiny_models_build(corpus=world_corpus(spec.world, n_prompts=300, seed=0),
+                             name=f"experiment-{spec.world}-h{spec.tiny_hidden}"
+                                  f"-l{spec.tiny_layers}",
+                             seed=0, hidden=spec.tiny_hidden, layers=spec.tiny_layers)
+
+
+def _base_reward(spec: ExperimentSpec) -> Any:
+    """The tiny untrained reward model of the world."""
     from training.services.runs import model_ref
 
-    built = tiny_models_build(corpus=world_corpus(spec.world, n_prompts=300, seed=0),
-                              name=f"experiment-{spec.world}-h{spec.tiny_hidden}"
-                                   f"-l{spec.tiny_layers}",
-                              seed=0, hidden=spec.tiny_hidden, layers=spec.tiny_layers)
-    return model_ref(built["reward"])
+    return model_ref(_tiny_models(spec)["reward"])
 
 
 def _train_and_score(spec: ExperimentSpec, seed: int, rows: list[dict[str, Any]],
@@ -1147,31 +1153,31 @@ def _policy_pressure(method: str, spec: ExperimentSpec, seed: int, rows: list[di
                      rows_digest: str, rm_info: dict[str, Any], out_root: Path,
                      cache: dict[Any, Any] | None, progress: Callable[[str], None]
                      ) -> tuple[dict, dict, dict, Any]:
-    """Pressure 'rlhf' is the same with RLHF (RLOO) at each KL coefficient of
-    ``spec.rlhf_kl_coefs``, optimizing the arm's first reward model on the rows' prompts;
-    'rest' measures each round of one ReST run (``spec.rest_rounds``) that grows and filters
-    with that reward model.
+    """A trained-policy pressure method on the arm's rows (``evaluation.policy_pressure``).
 
-    Pressure 'dpo': one DPO policy per β of ``spec.dpo_betas`` on the arm's rows, from π₀ =
-    the world's tiny SFT policy (trained once per seed and sweep, ``cache``), each sampled on
-    fresh prompts, scored by the arm's first reward model (r̂) and the world's utility (r*),
-    KL by Monte Carlo against π₀ (``evaluation.policy_pressure.dpo_beta_curve``). Its curve is
-    standardized under that π₀, not under the reply generator the pool methods tilt: the two
-    π₀ differ, so compare methods on their gap-vs-d shape, not point by point (PREDICTIONS
-    P18). Gold is fitted with the RL form d(α − β log d) (Gao et al.)."""
+    π₀ is the world's tiny SFT policy, trained once per seed and sweep (``cache``). Every policy
+    is sampled on fresh prompts, scored by the arm's first reward model (r̂) and the world's
+    utility (r*), KL by Monte Carlo against π₀. 'dpo': one DPO policy per β of
+    ``spec.dpo_betas``; 'rlhf': RLHF (RLOO) at each KL coefficient of ``spec.rlhf_kl_coefs``,
+    optimizing that reward model; 'rest': each round of one ReST run (``spec.rest_rounds``)
+    growing and filtering with it. The curve is standardized under this π₀, not under the
+    reply generator the pool methods tilt: the two π₀ differ, so compare methods on their
+    gap-vs-d shape, not point by point (PREDICTIONS P18). Gold is fitted with the RL form
+    d(α − β log d) (Gao et al.). With the M lever (``reward_input`` "reply+checks") the scores
+    read the checks, but RLHF and ReST optimize the model on bare replies.
+    """
     from dataclasses import replace as dc_replace
 
     from evaluation import fits
     from evaluation.policy_pressure import dpo_beta_curve, sft_reference
     from evaluation.worlds import get_world
     from training.modeling import reward_load, reward_score
-    from training.services.models import tiny_models_build
     from training.services.runs import model_ref
 
     world = get_world(spec.world)
-    base = _base_reward(spec)
-    model, tokenizer = reward_load(dc_replace(base, path=rm_info["members"][0]["path"],
-                                              tokenizer_path=""))
+    rm_ref = dc_replace(_base_reward(spec), path=rm_info["members"][0]["path"],
+                        tokenizer_path="")
+    model, tokenizer = reward_load(rm_ref)
 
     def scorer(turns: list[Any], texts: list[str]) -> list[float]:
         if spec.reward_input == "reply+checks":  # the M lever's model reads the checks too
@@ -1183,19 +1189,12 @@ def _policy_pressure(method: str, spec: ExperimentSpec, seed: int, rows: list[di
     key = ("dpo-pi0", seed)
     reference = cache.get(key) if cache is not None else None
     if reference is None:
-        from evaluation.corpus import world_corpus
-
-        built = tiny_models_build(corpus=world_corpus(spec.world, n_prompts=300, seed=0),
-                                  name=f"experiment-{spec.world}-h{spec.tiny_hidden}"
-                                       f"-l{spec.tiny_layers}",
-                                  seed=0, hidden=spec.tiny_hidden, layers=spec.tiny_layers)
-        reference, _ = sft_reference(world=world, base=model_ref(built["policy"]),
+        reference, _ = sft_reference(world=world, base=model_ref(_tiny_models(spec)["policy"]),
                                      out_dir=out_root / f"dpo-pi0-s{seed}", seed=seed,
                                      n_prompts=spec.dpo_sft_prompts,
                                      config=dict(spec.dpo_sft_config))
         if cache is not None:
             cache[key] = reference
-    rm_ref = dc_replace(base, path=rm_info["members"][0]["path"], tokenizer_path="")
     sweep = dpo_beta_curve(
         world=world, rows=rows, base=reference, reward_scorer=scorer,
         out_dir=out_root / f"{method}-{rows_digest[:12]}-s{seed}", method=method,
