@@ -211,38 +211,14 @@ def sample_log_ratios(policy: Any, reference: Any, tokenizer: Any, prompts: Sequ
                       n: int, max_new_tokens: int, temperature: float, seed: int,
                       batch_size: int = 256) -> tuple[list[list[str]], np.ndarray]:
     """``n`` replies per prompt from ``policy`` and, per reply, log π(y|x) − log π₀(y|x) in
-    nats summed over its generated tokens: (texts per prompt, (P, n) array).
+    nats: (texts per prompt, (P, n) array), ``training.modeling.log_ratio_samples``' draw (the
+    one ``kl_samples`` averages), kept per reply for the bootstrap over prompts."""
+    from training.modeling import log_ratio_samples
 
-    The same draw and the same arithmetic as ``training.modeling.kl_samples`` (whose mean of
-    this array is its KL), kept per reply for the bootstrap over prompts.
-    """
-    import torch
-
-    from training.modeling import _completion_logprobs, _device_of, _generate_ids, _seeded
-
-    temperature = temperature if temperature > 0 else 1.0
-    policy.eval()
-    reference.eval()
-    ref_device = _device_of(reference)
-    diffs, texts = [], []
-    with _seeded(seed):
-        for _, seqs, prompt_mask, plen in _generate_ids(
-                policy, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
-                temperature=temperature, batch_size=batch_size):
-            new = seqs[:, plen:]
-            is_eos = (new == tokenizer.eos_token_id).int()
-            comp = ~((is_eos.cumsum(-1) - is_eos) > 0)  # up to and including the first end
-            attn = torch.cat([prompt_mask, comp.long()], dim=1)
-            cmask = torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), comp], dim=1)
-            with torch.no_grad():
-                lp = _completion_logprobs(policy, seqs, attn, cmask, temperature)
-                lq = _completion_logprobs(reference, seqs.to(ref_device), attn.to(ref_device),
-                                          cmask.to(ref_device), temperature)
-            diffs.append((lp.cpu() - lq.cpu()).double())
-            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-            texts.extend(decoded[i:i + n] for i in range(0, len(decoded), n))
-    ratios = torch.cat(diffs).numpy().reshape(len(prompts), n) if diffs else np.zeros((0, n))
-    return texts, ratios
+    d, texts = log_ratio_samples(policy, reference, tokenizer, prompts, n_samples=n,
+                                 max_new_tokens=max_new_tokens, temperature=temperature,
+                                 seed=seed, batch_size=batch_size)
+    return texts, d.numpy().reshape(len(prompts), n)
 
 
 # --- 1. The DPO β sweep -----------------------------------------------------------------------

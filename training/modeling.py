@@ -464,6 +464,21 @@ def kl_samples(policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[Tu
     ``tokenizer``. Scored on the sampled token ids, not re-tokenized text, so no tokenization
     drift enters the estimate.
     """
+    d, texts = log_ratio_samples(policy, reference, tokenizer, prompts, n_samples=n_samples,
+                                 max_new_tokens=max_new_tokens, temperature=temperature,
+                                 seed=seed, batch_size=batch_size)
+    n = d.numel()
+    kl = float(d.mean())
+    stderr = float(d.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("inf")
+    return kl, stderr, texts
+
+
+def log_ratio_samples(policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[Turns], *,
+                      n_samples: int, max_new_tokens: int, temperature: float = 1.0, seed: int,
+                      batch_size: int = 256) -> tuple[Any, list[list[str]]]:
+    """Per reply, log π(y|x) − log π₀(y|x) (a float64 tensor, prompt-major: ``n_samples`` per
+    prompt) and the replies per prompt as text: the draw ``kl_samples`` averages, kept per
+    reply for a bootstrap over prompts."""
     import torch
 
     policy.eval()
@@ -489,11 +504,7 @@ def kl_samples(policy: Any, reference: Any, tokenizer: Any, prompts: Sequence[Tu
             diffs.append((lp.cpu() - lq.cpu()).double())
             decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
             texts.extend(decoded[i:i + n_samples] for i in range(0, len(decoded), n_samples))
-    d = torch.cat(diffs)
-    n = d.numel()
-    kl = float(d.mean())
-    stderr = float(d.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("inf")
-    return kl, stderr, texts
+    return (torch.cat(diffs) if diffs else torch.zeros(0, dtype=torch.float64)), texts
 
 
 # --- Reward ------------------------------------------------------------------------------------
