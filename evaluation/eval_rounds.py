@@ -226,13 +226,15 @@ def eval_round_create(*, run: TrainingRun, pool: str | None = None, n_items: int
         eval_round = EvalRound.objects.create(
             run=run, campaign=campaign, pool=pool or "", seed=seed, n_items=len(specs),
             requested_by=requested_by)
-    if pool:
-        from evaluation.services import simulate_campaign
+        if pool:
+            # In the same transaction: a simulation that fails leaves no half-judged round
+            # behind a 500 (all-or-nothing, like the campaign itself).
+            from evaluation.services import simulate_campaign
 
-        simulated = simulate_campaign(campaign=campaign, pool=pool, seed=seed,
-                                      world_name=world.name)
-        if simulated.n_judgments:
-            eval_round = eval_round_result(eval_round)
+            simulated = simulate_campaign(campaign=campaign, pool=pool, seed=seed,
+                                          world_name=world.name)
+            if simulated.n_judgments:
+                eval_round = eval_round_result(eval_round)
     return eval_round
 
 
