@@ -398,6 +398,10 @@ class PreferenceExport(Job):
     sources = models.CharField(max_length=16, choices=Sources.choices, default=Sources.ALL)
     path = models.CharField(max_length=500, blank=True)
     row_count = models.PositiveIntegerField(null=True, blank=True)
+    # Of the finished file (a directory's files in name order, for the dataset format): what a
+    # researcher checks a download against.
+    content_hash = models.CharField(max_length=64, blank=True)
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     purged_at = models.DateTimeField(
         null=True, blank=True, help_text="When retention deleted the file.")
 
@@ -438,6 +442,9 @@ class CampaignTally(models.Model):
     campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, primary_key=True,
                                     related_name="tally")
     judgments = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "campaign tallies"
 
     def __str__(self) -> str:
         return f"{self.campaign}: {self.judgments} judgments"
@@ -499,6 +506,7 @@ class AnnotatorQuality(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name_plural = "annotator qualities"
         constraints = [
             models.UniqueConstraint(fields=["campaign", "annotator"], name="quality_once"),
         ]
@@ -523,6 +531,9 @@ class CampaignQuality(models.Model):
     fits = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name_plural = "campaign qualities"
+
     def __str__(self) -> str:
         return f"quality of {self.campaign}"
 
@@ -536,6 +547,9 @@ class DriftAlert(models.Model):
         POSITION = "position", "Position bias"
         LENGTH = "length", "Length bias"
         SYCOPHANCY = "sycophancy", "Sycophancy"
+        # Not a change point: a run of judgments faster than anyone can read (quality.py's
+        # speed flag), raised and acknowledged like a drift alert.
+        SPEED = "speed", "Implausible speed"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="alerts")
     annotator = models.ForeignKey(
@@ -589,6 +603,7 @@ class Snapshot(models.Model):
     content_hash = models.CharField(max_length=64, unique=True)
     path = models.CharField(max_length=500)
     row_count = models.PositiveIntegerField()
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     params = models.JSONField(default=dict, blank=True)
     # Diagnostics of the aggregation's fit (iterations, converged, ...); not part of the hash:
     # the same rows are the same snapshot however many iterations found them.

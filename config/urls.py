@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/v1/experiments/", include("evaluation.urls.api")),
     path("api/v1/eval-rounds/", include("evaluation.urls.eval_rounds")),
     path("quality/", include("annotation.urls.quality")),
+    path("data/", include("annotation.urls.data")),
     path("training/", include("training.urls")),
     path("gap/", include("evaluation.urls.web")),
     path("", include("annotation.urls.annotate")),

@@ -61,3 +61,71 @@ def log_in(page, base_url: str, username: str, password: str) -> None:
     with page.expect_navigation():
         page.click("form button[type=submit]")
     assert "/accounts/login/" not in page.url, f"login as {username} failed: {page.url}"
+
+
+# The widths every page is checked at (issue 10): a desktop, a 1366x900 laptop and a phone.
+VIEWPORTS = {"1440": {"width": 1440, "height": 900}, "1366": {"width": 1366, "height": 900},
+             "390": {"width": 390, "height": 844}}
+
+# Every visible element must lie inside the viewport's width and inside its nearest card
+# (``.card``, ``.panel``, or the page's ``main``), counting what a sideways scroll hides as
+# outside: a table cut off behind a scroll bar is the defect this catches. Code blocks
+# (``pre``) scroll by design and are left out, as is anything inside ``[data-scroll-ok]``.
+_LAYOUT_JS = """
+() => {
+  const out = [];
+  const vw = document.documentElement.clientWidth;
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (el.className && typeof el.className === 'string' && el.className.trim()
+      ? '.' + el.className.trim().split(/\\s+/).join('.') : '') +
+    (el.textContent ? ' "' + el.textContent.trim().slice(0, 30) + '"' : '');
+  if (document.documentElement.scrollWidth > vw + 1) {
+    out.push('page is ' + document.documentElement.scrollWidth + 'px wide in a ' + vw +
+             'px viewport');
+  }
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('pre, [data-scroll-ok], head, script, style, template, option')) continue;
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || style.visibility === 'hidden' ||
+        style.opacity === '0') continue;
+    if (el.closest('details:not([open])') && !el.closest('summary') &&
+        el.closest('details:not([open])') !== el) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    if (r.right > vw + 1 || r.left < -1) {
+      out.push(name(el) + ' spans ' + Math.round(r.left) + '..' + Math.round(r.right) +
+               'px, outside the ' + vw + 'px viewport');
+      continue;
+    }
+    const card = el.parentElement && el.parentElement.closest('.card, .panel, main');
+    if (!card) continue;
+    const c = card.getBoundingClientRect();
+    if (r.right > c.right + 1 || r.left < c.left - 1) {
+      out.push(name(el) + ' spans ' + Math.round(r.left) + '..' + Math.round(r.right) +
+               'px, outside its ' + name(card).slice(0, 40) + ' (' + Math.round(c.left) + '..' +
+               Math.round(c.right) + 'px)');
+    }
+  }
+  return out.slice(0, 20);
+}
+"""
+
+
+def layout_problems(page) -> list[str]:
+    """What on the page overflows the viewport or its card (empty when the page fits)."""
+    return page.evaluate(_LAYOUT_JS)
+
+
+def screenshot(page, name: str, width: str) -> Path:
+    """Save a full-page screenshot as ``tests/artifacts/screens/<name>-<width>.png``."""
+    path = artifacts_dir() / "screens" / f"{name}-{width}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def assert_fits(page, name: str, width: str) -> None:
+    """Screenshot the page, then fail naming every element that overflows."""
+    screenshot(page, name, width)
+    problems = layout_problems(page)
+    assert not problems, f"{name} at {width}px overflows:\n" + "\n".join(problems)
