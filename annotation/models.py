@@ -96,7 +96,15 @@ class Prompt(models.Model):
     # Fields of the imported row that Gaplab has no column for, kept as they came (e.g.
     # ``context``: retrieved passages, shown to annotators in a collapsible panel).
     extra = models.JSONField(default=dict, blank=True)
+    # What an import compares to find a row the campaign already has (the conversation, its
+    # context, the responses' texts, kind and gold: ``services.imports.prompt_fingerprint``);
+    # blank for prompts made by worlds and simulations, which imports never meet.
+    fingerprint = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["campaign", "fingerprint"],
+                                name="prompt_fingerprint_idx")]
 
     def __str__(self) -> str:
         last = self.turns[-1]["content"] if self.turns else ""

@@ -14,11 +14,17 @@ Snapshots and exports choose whether to use them (``sources``).
 With ``skip_invalid`` the valid rows import and the refused ones come back in
 ``ImportResult.rejects`` (``import_rejects_write`` writes them as JSON Lines); by default a file
 with any bad row imports nothing.
+
+Importing is idempotent: a row the campaign already has (same conversation, context, responses,
+kind and gold: ``prompt_fingerprint``), or one repeated in the file, is skipped and counted in
+``ImportResult.duplicates``, so a file imported twice adds nothing the second time and says so.
+``allow_duplicates`` imports such rows again, for the rare deliberate repeat.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,10 +71,74 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
     # Rows refused under skip_invalid (empty otherwise: a bad row refuses the whole file).
     rejects: list[Rejected] = field(default_factory=list)
+    # Rows skipped because the campaign (or the file, earlier) already had them.
+    duplicates: int = 0
 
     @property
     def rejected(self) -> int:
         return len(self.rejects)
+
+
+def prompt_fingerprint(*, turns: list, context: Any, texts: list[str], kind: str,
+                       gold: str | None, accepts: list[str] | tuple[str, ...]) -> str:
+    """The sha256 that says two imported rows are the same item.
+
+    The conversation, its context passages, the responses' texts in order, the kind and the
+    gold answer: what an annotator sees and what is scored. Not the row's ids, source or
+    labels (a re-export of the same data with new ids is still the same data). Migration
+    0014 computed it for the prompts that existed before it, so it must not change without a
+    migration that recomputes it.
+    """
+    canonical = json.dumps(
+        {"turns": turns, "context": context, "texts": texts, "kind": kind,
+         "gold": gold or "", "accepts": sorted(accepts or ())},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _row_fingerprint(row: ImportRow) -> str:
+    return prompt_fingerprint(
+        turns=row.turns, context=row.extra.get(importers.CONTEXT_FIELD),
+        texts=[r.text for r in row.responses], kind=row.kind, gold=row.gold,
+        accepts=row.accepts)
+
+
+# Fingerprints looked up per query: SQLite allows 32,766 bound variables.
+_LOOKUP_CHUNK = 5000
+
+
+def _new_rows(campaign: Campaign, rows: list[ImportRow],
+              prints: list[str]) -> tuple[list[ImportRow], list[str]]:
+    """The rows (and their fingerprints) that neither the campaign nor an earlier row has."""
+    unique = sorted(set(prints))
+    known: set[str] = set()
+    for start in range(0, len(unique), _LOOKUP_CHUNK):
+        known.update(Prompt.objects.filter(
+            campaign=campaign, fingerprint__in=unique[start: start + _LOOKUP_CHUNK],
+        ).values_list("fingerprint", flat=True))
+    kept_rows, kept_prints = [], []
+    for row, fingerprint in zip(rows, prints, strict=True):
+        if fingerprint not in known:
+            known.add(fingerprint)
+            kept_rows.append(row)
+            kept_prints.append(fingerprint)
+    return kept_rows, kept_prints
+
+
+# How each caller asks for duplicates: the command's flag, the API's field, the admin's box.
+ALLOW_DUPLICATES_HOW = ("--allow-duplicates, the API's allow_duplicates or the upload form's "
+                        "\"Import duplicates too\"")
+
+
+def duplicates_message(*, duplicates: int, total: int) -> str:
+    """What every caller says about skipped duplicates."""
+    if duplicates == total:
+        return (f"All {total} rows are already in this campaign (same conversation, "
+                "responses, kind and gold), so nothing was imported. To import them again on "
+                f"purpose, use {ALLOW_DUPLICATES_HOW}.")
+    return (f"{duplicates} of {total} rows were already in this campaign (or repeated in the "
+            f"file) and were skipped. To import them too, use {ALLOW_DUPLICATES_HOW}.")
 
 
 def _username_for(source: str) -> str:
@@ -162,19 +232,28 @@ def _warnings(rows: list[ImportRow], extra_fields: dict[str, int],
 
 @transaction.atomic
 def comparisons_import(*, campaign: Campaign, rows: list[ImportRow], label_source: str = "",
-                       default_source: str = "") -> ImportResult:
+                       default_source: str = "", allow_duplicates: bool = False) -> ImportResult:
     """Write validated rows in one transaction: all of them or, on any error, none.
 
     A row with n responses becomes n·(n-1)/2 comparisons (every pair), in the file's order.
     Its source labels become judgments of the dataset annotator of
     ``label_source or row.source or default_source`` (``FALLBACK_SOURCE`` when all are empty);
-    its extra fields go to ``Prompt.extra``.
+    its extra fields go to ``Prompt.extra``. Rows the campaign already has are skipped unless
+    ``allow_duplicates`` (the module docstring). The campaign row is locked first, so two
+    imports of one file at once cannot both find its rows new.
     """
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    total = len(rows)
+    prints = [_row_fingerprint(row) for row in rows]
+    if not allow_duplicates:
+        rows, prints = _new_rows(campaign, rows, prints)
+    duplicates = total - len(rows)
     prompts = Prompt.objects.bulk_create(
         [
             Prompt(campaign=campaign, turns=row.turns, category=row.category,
-                   external_id=row.external_id, source=row.source, extra=row.extra)
-            for row in rows
+                   external_id=row.external_id, source=row.source, extra=row.extra,
+                   fingerprint=fingerprint)
+            for row, fingerprint in zip(rows, prints, strict=True)
         ]
     )
     responses = Response.objects.bulk_create(
@@ -211,11 +290,14 @@ def comparisons_import(*, campaign: Campaign, rows: list[ImportRow], label_sourc
         labelled=[(comparisons[index], choice, src) for index, choice, src in labels],
     ) if labels else Counter()
     extra_fields = dict(sorted(Counter(k for row in rows for k in row.extra).items()))
+    warnings = _warnings(rows, extra_fields, by_source)
+    if duplicates:
+        warnings.insert(0, duplicates_message(duplicates=duplicates, total=total))
     return ImportResult(
         prompts=len(prompts), responses=len(responses), comparisons=len(comparisons),
         calibration=sum(1 for c in comparisons if c.kind == Comparison.Kind.CALIBRATION),
         labels=len(labels), label_sources=dict(sorted(by_source.items())),
-        extra_fields=extra_fields, warnings=_warnings(rows, extra_fields, by_source),
+        extra_fields=extra_fields, warnings=warnings, duplicates=duplicates,
     )
 
 
@@ -228,6 +310,7 @@ def _source_name(source: Path | str | Any) -> str:
 def comparisons_import_file(
     *, campaign: Campaign, source: Path | str | Any, fmt: str | None = None,
     skip_invalid: bool = False, label_source: str | None = None,
+    allow_duplicates: bool = False,
 ) -> ImportResult:
     """Parse ``source`` and import every row into ``campaign``, or nothing.
 
@@ -241,7 +324,8 @@ def comparisons_import_file(
     Raises ImportFileError, naming each bad line (or dataset row) and field, when the file
     cannot be imported; then nothing was written. With ``skip_invalid`` a bad row is skipped
     instead and returned in ``ImportResult.rejects``; the file is still refused when no row is
-    valid or the file itself is bad (size, row limit, unreadable). Every caller (API, admin
+    valid or the file itself is bad (size, row limit, unreadable). Rows the campaign already
+    has are skipped and counted unless ``allow_duplicates``. Every caller (API, admin
     upload, management command, demo seed) goes through here, so all enforce the same limits
     and checks.
     """
@@ -255,7 +339,8 @@ def comparisons_import_file(
     try:
         result = comparisons_import(campaign=campaign, rows=rows,
                                     label_source=(label_source or "").strip()[:300],
-                                    default_source=_source_name(source)[:300])
+                                    default_source=_source_name(source)[:300],
+                                    allow_duplicates=allow_duplicates)
     except DataError as exc:
         # Backstop: the parser refuses what PostgreSQL cannot store (NUL, lone surrogates,
         # over-long names), so this means a check is missing. The atomic block has rolled

@@ -132,7 +132,8 @@ def test_each_source_gets_its_own_dataset_annotator_and_a_second_import_reuses_i
     path = tmp_path / "mixed.jsonl"
     path.write_text(_jsonl([_pair(1, source="hh"), _pair(2, source="shp"), _pair(3)]))
     call_command("import_comparisons", str(path), campaign="mix", create=True)
-    call_command("import_comparisons", str(path), campaign="mix")
+    # A deliberate second import of the same rows (duplicates are skipped unless allowed).
+    call_command("import_comparisons", str(path), campaign="mix", allow_duplicates=True)
     sources = sorted(AnnotatorProfile.objects.filter(kind="dataset")
                      .values_list("source", flat=True))
     assert sources == ["hh", "mixed.jsonl", "shp"]  # a row without source: the file's name
@@ -140,7 +141,7 @@ def test_each_source_gets_its_own_dataset_annotator_and_a_second_import_reuses_i
     assert Judgment.objects.filter(annotator=user).count() == 2
     # A declared source wins over the rows' own: one annotator holds the whole file's labels.
     result = comparisons_import_file(campaign=Campaign.objects.get(name="mix"), source=path,
-                                     label_source="declared")
+                                     label_source="declared", allow_duplicates=True)
     assert result.label_sources == {"declared": 3}
 
 

@@ -1,4 +1,5 @@
-"""``manage.py import_comparisons PATH --campaign NAME [--skip-invalid [--rejects OUT]]``."""
+"""``manage.py import_comparisons PATH --campaign NAME [--skip-invalid [--rejects OUT]]
+[--allow-duplicates]``. Rows the campaign already has are skipped unless --allow-duplicates."""
 
 from __future__ import annotations
 
@@ -33,10 +34,14 @@ class Command(BaseCommand):
         parser.add_argument("--rejects", type=Path, default=None,
                             help="Where --skip-invalid writes refused rows as JSON Lines "
                                  "{line, field, message, row}. Default: PATH.rejects.jsonl.")
+        parser.add_argument("--allow-duplicates", action="store_true",
+                            help="Import rows the campaign already has (same conversation, "
+                                 "responses, kind and gold) again. By default they are "
+                                 "skipped, so importing a file twice adds nothing.")
 
     def handle(self, *args, path: Path, campaign: str, format: str | None, create: bool,
                source: str | None, skip_invalid: bool, rejects: Path | None,
-               **options) -> None:
+               allow_duplicates: bool, **options) -> None:
         target = Campaign.objects.filter(name=campaign).first()
         if target is None and not create:
             raise CommandError(f"No campaign named {campaign!r} (use --create to make it).")
@@ -46,7 +51,8 @@ class Command(BaseCommand):
                 if target is None:
                     target = campaign_create(name=campaign)
                 result = comparisons_import_file(campaign=target, source=path, fmt=format,
-                                                 skip_invalid=skip_invalid, label_source=source)
+                                                 skip_invalid=skip_invalid, label_source=source,
+                                                 allow_duplicates=allow_duplicates)
         except ImportFileError as exc:
             raise CommandError(f"Nothing imported: {exc}") from exc
         if result.rejects:
@@ -60,5 +66,7 @@ class Command(BaseCommand):
                   if len(sources) <= 3 else f", {result.labels} labels of {len(sources)} sources")
         self.stdout.write(
             f"Imported {result.comparisons} comparisons ({result.calibration} calibration) "
-            f"from {result.prompts} prompts into {target.name}{labels}."
+            f"from {result.prompts} prompts into {target.name}{labels}"
+            + (f"; {result.duplicates} rows it already had were skipped." if result.duplicates
+               else ".")
         )
