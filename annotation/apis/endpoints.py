@@ -173,7 +173,8 @@ class ComparisonImportApi(APIView):
     With ``skip_invalid`` the valid rows import and the refused ones come back in ``rejects``
     (line, field, message; the first 100). A row's own preference (chosen/rejected, label) is
     kept as the labels of a dataset annotator: ``source`` when given, else each row's
-    ``source``, else the file's name.
+    ``source``, else the file's name. Rows the campaign already has are skipped and counted in
+    ``duplicates`` (200 when nothing was new) unless ``allow_duplicates``.
     """
 
     permission_classes = [IsAdminOrResearcher]
@@ -185,24 +186,34 @@ class ComparisonImportApi(APIView):
         format = serializers.ChoiceField(choices=["jsonl", "csv", "dataset"], required=False)
         skip_invalid = serializers.BooleanField(default=False)
         source = serializers.CharField(required=False, max_length=300)
+        allow_duplicates = serializers.BooleanField(
+            default=False, help_text="Import rows the campaign already has again (by default "
+                                     "they are skipped and counted in `duplicates`).")
 
     class RejectSerializer(serializers.Serializer):
         line = serializers.IntegerField()
         field = serializers.CharField()
         message = serializers.CharField()
 
+    OutputSerializer = inline_serializer("ImportResult", {
+        "prompts": serializers.IntegerField(), "responses": serializers.IntegerField(),
+        "comparisons": serializers.IntegerField(), "calibration": serializers.IntegerField(),
+        "labels": serializers.IntegerField(),
+        "label_sources": serializers.DictField(child=serializers.IntegerField()),
+        "extra_fields": serializers.DictField(child=serializers.IntegerField()),
+        "warnings": serializers.ListField(child=serializers.CharField()),
+        "rejected": serializers.IntegerField(),
+        "rejects": RejectSerializer(many=True),
+        "duplicates": serializers.IntegerField(),
+    })
+
     @extend_schema(
         request={"multipart/form-data": InputSerializer},
-        responses={201: inline_serializer("ImportResult", {
-            "prompts": serializers.IntegerField(), "responses": serializers.IntegerField(),
-            "comparisons": serializers.IntegerField(), "calibration": serializers.IntegerField(),
-            "labels": serializers.IntegerField(),
-            "label_sources": serializers.DictField(child=serializers.IntegerField()),
-            "extra_fields": serializers.DictField(child=serializers.IntegerField()),
-            "warnings": serializers.ListField(child=serializers.CharField()),
-            "rejected": serializers.IntegerField(),
-            "rejects": RejectSerializer(many=True),
-        }), **error_responses(400)},
+        responses={201: OutputSerializer,
+                   200: OpenApiResponse(OutputSerializer,
+                                        description="Every row was already in the campaign: "
+                                                    "nothing imported."),
+                   **error_responses(400)},
     )
     def post(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign, pk=campaign_id)
@@ -212,10 +223,13 @@ class ComparisonImportApi(APIView):
         result = comparisons_import_file(
             campaign=campaign, source=v["file"], fmt=v.get("format"),
             skip_invalid=v["skip_invalid"], label_source=v.get("source"),
+            allow_duplicates=v["allow_duplicates"],
         )
         body = {**result.__dict__, "rejected": result.rejected,
                 "rejects": self.RejectSerializer(result.rejects[:100], many=True).data}
-        return Response(body, status=status.HTTP_201_CREATED)
+        # A file whose every row the campaign already had created nothing: 200, not 201.
+        created = result.prompts > 0
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class _ExportOutputSerializer(serializers.ModelSerializer):
