@@ -1,4 +1,7 @@
-"""Refuse URLs that no view can use: NUL, lone surrogates, query bytes that are not UTF-8.
+"""Request guards: refuse URLs that no view can use (``BadUrlGuardMiddleware``), and answer the
+site's 404 page even with DEBUG on (``SiteNotFoundMiddleware``).
+
+Refuse URLs that no view can use: NUL, lone surrogates, query bytes that are not UTF-8.
 
 Such a value reaches the database as a lookup (a username in a quality URL, a filter in a query
 string), where PostgreSQL refuses NUL in text and the driver cannot encode a lone surrogate:
@@ -11,8 +14,9 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
-from django.urls import Resolver404, resolve
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.urls import Resolver404, get_resolver, resolve
 
 _UNUSABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -94,3 +98,40 @@ class BadUrlGuardMiddleware:
         if request.path_info.startswith("/api/"):
             return JsonResponse({"detail": problem}, status=400)
         return HttpResponseBadRequest(problem, content_type="text/plain; charset=utf-8")
+
+
+class SiteNotFoundMiddleware:
+    """With DEBUG on, answer a 404 with the site's page (``handler404``), not Django's.
+
+    Django renders its technical 404 page, which lists every URL pattern and the settings,
+    whenever DEBUG is on, and ``make demo`` runs with DEBUG on (the default: static files come
+    straight from ``static/`` and no SECRET_KEY is needed). Turning DEBUG off for the demo
+    would need both set up there, and would still leave ``runserver`` users with the debug
+    page; this keeps one 404 page everywhere, JSON under ``/api/`` included. With DEBUG off
+    Django already calls ``handler404``: then this does nothing.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        # No resolver match: the URL matched no route (a view's own 404 goes through
+        # process_exception, or is a response the view chose).
+        if (settings.DEBUG and response.status_code == 404
+                and getattr(request, "resolver_match", None) is None):
+            page = self._site_page(request, Resolver404({"path": request.path_info}))
+            # Django logged the 404 it made ("Not Found: ..."): once is enough.
+            page._has_been_logged = getattr(response, "_has_been_logged", False)
+            return page
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if settings.DEBUG and isinstance(exception, Http404):
+            return self._site_page(request, exception)
+        return None
+
+    @staticmethod
+    def _site_page(request: HttpRequest, exception: Exception) -> HttpResponse:
+        handler = get_resolver(getattr(request, "urlconf", None)).resolve_error_handler(404)
+        return handler(request, exception)

@@ -12,6 +12,16 @@ from rest_framework.permissions import BasePermission
 from annotation.services.accounts import Role, user_roles
 
 
+class RoleRequired(PermissionDenied):
+    """The 403 of a page that needs one of ``roles``: the 403 page (``config.handlers``) names
+    them, and the log says one line for it, without a traceback (``ForbiddenWithoutTraceback``
+    in ``config.handlers``)."""
+
+    def __init__(self, roles: tuple[Role, ...]) -> None:
+        self.roles = tuple(Role(r).value for r in roles)
+        super().__init__(f"This page needs the {' or '.join(self.roles)} role.")
+
+
 def role_required(*roles: Role) -> Callable:
     """Page decorator: log in first, then 403 unless the user holds one of ``roles``."""
 
@@ -20,7 +30,7 @@ def role_required(*roles: Role) -> Callable:
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             if not user_roles(request.user) & set(roles):
-                raise PermissionDenied
+                raise RoleRequired(roles)
             return view(request, *args, **kwargs)
 
         return wrapped

@@ -63,6 +63,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # The site's 404 page also with DEBUG on (the demo), never Django's list of URL patterns.
+    "annotation.middleware.SiteNotFoundMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it turns a lockout flagged during authenticate() into the
@@ -397,7 +399,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # A 403 is an expected answer: one WARNING line (path, user, status), no traceback.
+    "filters": {"forbidden_without_traceback": {"()": "config.handlers.ForbiddenWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"filters": ["forbidden_without_traceback"]}},
     "root": {"handlers": ["console"], "level": envstr("GAPLAB_LOG_LEVEL", "WARNING")},
 }
 

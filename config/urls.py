@@ -5,7 +5,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from config import handlers
+
 urlpatterns = [
+    path("favicon.ico", handlers.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -26,5 +29,8 @@ urlpatterns = [
     path("", include("annotation.urls.annotate")),
 ]
 
-# JSON, not Django's HTML page, for an /api/ URL that matches no route (see config.handlers).
+# The site's error pages; JSON under /api/ (see config.handlers).
+handler400 = "config.handlers.bad_request"
+handler403 = "config.handlers.permission_denied"
 handler404 = "config.handlers.page_not_found"
+handler500 = "config.handlers.server_error"

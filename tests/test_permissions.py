@@ -22,6 +22,8 @@ ADMIN_LOGIN = "redirect:/admin/login/"
 # URL starting with X.
 MATRIX = [
     ("get", "/", [LOGIN, "redirect:/annotate/", "redirect:/quality/", "redirect:/quality/", 403]),
+    # The icon is public: a permanent redirect to the static SVG (tests/test_error_pages.py).
+    ("get", "/favicon.ico", [301, 301, 301, 301, 301]),
     ("get", "/annotate/", [LOGIN, 200, 403, 403, 403]),
     ("get", "/annotate/{c}/", [LOGIN, 200, 403, 403, 403]),
     ("post", "/annotate/{c}/start/", [LOGIN, "redirect:/annotate/", 403, 403, 403]),
