@@ -549,6 +549,34 @@ def _group_median(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.n
     return med.reindex(np.arange(n_groups)).to_numpy(float)
 
 
+# The fewest items an annotator must share with at least one other annotator before their
+# Dawid-Skene competence and peer agreement are reported (below it: None, "not enough data").
+# On an item nobody else answered, the fit's posterior follows the annotator's own answer, so
+# such items confirm themselves: a rater pressing random keys on items of their own read
+# "competence 1.00". Gold-anchored items do not count toward the minimum for competence: there
+# the anchor already measures the annotator, and that measure is gold accuracy, shown with its
+# interval beside it; competence adds something only where peers answered too. Five shared
+# items give a coarse value (steps of 0.2), which the table marks as such by showing n.
+MIN_PEER_ITEMS = 5
+
+
+def shared_item_counts(frame: JudgmentFrame, n_annotators: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per annotator: (rows on items another annotator also answered, the same over the rows
+    Dawid-Skene competence rests on beyond gold: regular, non-calibration rows).
+
+    Each frame row is one annotator's current judgment, so an item with more than one row has
+    more than one annotator (a re-show is an item of its own).
+    """
+    if len(frame) == 0:
+        zeros = np.zeros(n_annotators, np.int64)
+        return zeros, zeros.copy()
+    _, t = _compress(frame.item)
+    shared = (np.bincount(t) > 1)[t]
+    peers = np.bincount(frame.annotator[shared], minlength=n_annotators)
+    regular = shared & ~frame.is_calibration
+    return peers, np.bincount(frame.annotator[regular], minlength=n_annotators)
+
+
 def peer_agreement_array(frame: JudgmentFrame, n_annotators: int) -> np.ndarray:
     """Per annotator, the mean agreement of each answer with the other annotators' plurality.
 
@@ -746,6 +774,7 @@ def _nones(values: np.ndarray) -> list[float | None]:
 def annotator_stats(
     frame: JudgmentFrame, n_annotators: int, *, ds: DawidSkeneFit | None = None,
     ds_backend: DsBackend = "numpy", min_length_rows: int = 20, z: float = 1.96,
+    min_peer_items: int = MIN_PEER_ITEMS,
 ) -> list[AnnotatorStats]:
     """Quality of every annotator 0..n_annotators-1 (one entry each, also for the idle ones).
 
@@ -759,7 +788,10 @@ def annotator_stats(
       the prior-weighted chance of answering an item's true label, A or B, where gold fixes
       the truth of calibration items. ``ds`` reuses a fit (of either method); otherwise the
       anchored one is made (``ds_backend="crowdkit"`` makes the plain one with crowd-kit).
-    * peer_agreement: :func:`peer_agreement_array` (leave-one-out plurality).
+      None when fewer than ``min_peer_items`` of the annotator's regular (non-calibration)
+      rows are on items another annotator answered too (:data:`MIN_PEER_ITEMS` says why).
+    * peer_agreement: :func:`peer_agreement_array` (leave-one-out plurality); None with fewer
+      than ``min_peer_items`` rows on items another annotator answered (any kind of item).
     * Biases, all from one logistic model per annotator (:func:`bias_coefficients`) that holds
       fixed which response is better (``q``: gold on calibration items, else the anchored
       posterior, :func:`consensus_better`), the screen side, the length difference and the
@@ -784,7 +816,8 @@ def annotator_stats(
       to a recipe (truncated, wrong number) whose worse side is also shorter, so length and
       quality are nearly collinear there: conditioning on gold alone is worse, not better.
     * noise: 1 - competence (the anchored fit, so gold and the work itself both count); 1 -
-      gold accuracy for an annotator the fit has no rows of.
+      gold accuracy for an annotator without a competence (no fitted rows, or too few shared
+      items).
     """
     a = frame.annotator
     if len(frame) and (a.min() < 0 or a.max() >= n_annotators):
@@ -812,6 +845,9 @@ def annotator_stats(
 
     competence = ds.competence() if ds.errors.shape[0] else np.full(n_annotators, np.nan)
     peer = peer_agreement_array(frame, n_annotators)
+    n_peer_rows, n_peer_regular = shared_item_counts(frame, n_annotators)
+    competence = np.where(n_peer_regular >= min_peer_items, competence, np.nan)
+    peer = np.where(n_peer_rows >= min_peer_items, peer, np.nan)
     better = consensus_better(frame, ds)
     coef, n_ab = bias_coefficients(frame, n_annotators, better=better)
     length = _length_bias(frame, n_annotators, coef, min_length_rows)  # one fit for all biases
@@ -1023,3 +1059,82 @@ def quality_recompute(
     annotators = annotator_stats(frame, n_annotators, ds=ds)
     campaign = campaign_stats(frame, n_annotators, ds=ds, annotators=annotators)
     return QualityReport(annotators=annotators, campaign=campaign, ds=ds)
+
+
+# --------------------------------------------------------------------------------------------
+# Implausible speed
+# --------------------------------------------------------------------------------------------
+
+# Defaults of the speed flag; the recompute reads GAPLAB_SPEED_* settings of the same names.
+# A judgment is implausibly fast when it took less than SPEED_MIN_SECONDS (seeing the item,
+# deciding, pressing a key) plus the time to read both responses at SPEED_CHARS_PER_SECOND.
+# 100 characters a second is about 1,200 words a minute, four times a fast reader and faster
+# than skimming, so the floor is generous to the rater: an honest reader clears it on every item
+# but the very shortest, where the 1 s dominates.
+SPEED_MIN_SECONDS = 1.0
+SPEED_CHARS_PER_SECOND = 100.0
+# The flag looks at runs of SPEED_WINDOW judgments and fires when more than SPEED_SHARE of a run
+# is under its floor: a fast honest reader dips under it now and then (a one-word reply, a
+# repeated item); a rater pressing keys without reading is under it almost every time. Never on
+# fewer than SPEED_MIN_JUDGMENTS judgments.
+SPEED_WINDOW = 20
+SPEED_SHARE = 0.5
+SPEED_MIN_JUDGMENTS = 10
+
+
+@dataclass(frozen=True)
+class SpeedFlag:
+    """A run of implausibly fast judgments in one annotator's stream (0-based positions)."""
+
+    onset: int           # the run's first judgment under its floor
+    alarm: int           # the run's last judgment, where the share first exceeded SPEED_SHARE
+    n_fast: int          # judgments of the run under their floor
+    n: int               # judgments in the run
+    median_seconds: float
+    median_floor: float
+
+    @property
+    def share(self) -> float:
+        return self.n_fast / self.n
+
+
+def reading_floor(chars: np.ndarray, *, min_seconds: float = SPEED_MIN_SECONDS,
+                  chars_per_second: float = SPEED_CHARS_PER_SECOND) -> np.ndarray:
+    """The fewest seconds a judgment of two responses of ``chars`` characters in all can take."""
+    return min_seconds + np.asarray(chars, float) / chars_per_second
+
+
+def speed_flag(
+    seconds: np.ndarray, chars: np.ndarray, *, start: int = 0,
+    min_seconds: float = SPEED_MIN_SECONDS, chars_per_second: float = SPEED_CHARS_PER_SECOND,
+    window: int = SPEED_WINDOW, share: float = SPEED_SHARE,
+    min_judgments: int = SPEED_MIN_JUDGMENTS,
+) -> SpeedFlag | None:
+    """The first run of one annotator's judgments (time order) that is mostly too fast, or None.
+
+    Runs are the last ``min(window, k)`` judgments at each position from ``start`` on (k
+    judgments seen since ``start``, at least ``min_judgments``); a run is flagged when more than
+    ``share`` of it took less than :func:`reading_floor`. ``start`` skips what an earlier alert
+    already reported. Linear in the stream (running sums).
+    """
+    seconds = np.asarray(seconds, float)[start:]
+    floor = reading_floor(np.asarray(chars, float)[start:], min_seconds=min_seconds,
+                          chars_per_second=chars_per_second)
+    n = seconds.size
+    if n < max(min_judgments, 1):
+        return None
+    fast = (seconds < floor).astype(np.int64)
+    cum = np.concatenate([[0], np.cumsum(fast)])
+    ends = np.arange(n) + 1
+    lengths = np.minimum(ends, window)
+    n_fast = cum[ends] - cum[ends - lengths]
+    hit = (ends >= min_judgments) & (n_fast > share * lengths)
+    if not hit.any():
+        return None
+    last = int(np.argmax(hit))
+    first = last + 1 - int(lengths[last])
+    run = slice(first, last + 1)
+    onset = first + int(np.argmax(fast[run]))
+    return SpeedFlag(onset=start + onset, alarm=start + last, n_fast=int(n_fast[last]),
+                     n=int(lengths[last]), median_seconds=float(np.median(seconds[run])),
+                     median_floor=float(np.median(floor[run])))

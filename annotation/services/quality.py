@@ -277,6 +277,7 @@ def campaign_quality_recompute(*, campaign: Campaign) -> CampaignQuality:
             campaign=campaign, defaults={**_campaign_fields(cstats), "fits": report.fits}
         )
         _drift_alerts_create(campaign=campaign, data=data, ds=report.ds)
+        _speed_alerts_create(campaign=campaign, data=data)
         for index, s in enumerate(stats):
             if (s.n_gold >= MIN_GOLD_FOR_PAUSE and s.gold_ci_high is not None
                     and s.gold_ci_high < campaign.accuracy_threshold):
@@ -362,6 +363,98 @@ def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame,
                 },
             )
             created += int(made)
+    return created
+
+
+def _speed_settings() -> dict:
+    """The speed flag's knobs (``quality.speed_flag``), overridable by GAPLAB_SPEED_* settings."""
+    from annotation import quality
+
+    return {
+        "min_seconds": float(getattr(settings, "GAPLAB_SPEED_MIN_SECONDS",
+                                     quality.SPEED_MIN_SECONDS)),
+        "chars_per_second": float(getattr(settings, "GAPLAB_SPEED_CHARS_PER_SECOND",
+                                          quality.SPEED_CHARS_PER_SECOND)),
+        "window": int(getattr(settings, "GAPLAB_SPEED_WINDOW", quality.SPEED_WINDOW)),
+        "share": float(getattr(settings, "GAPLAB_SPEED_SHARE", quality.SPEED_SHARE)),
+        "min_judgments": int(getattr(settings, "GAPLAB_SPEED_MIN_JUDGMENTS",
+                                     quality.SPEED_MIN_JUDGMENTS)),
+    }
+
+
+def _speed_alerts_create(*, campaign: Campaign, data: CampaignFrame) -> int:
+    """Raise a SPEED alert for each annotator whose judgments became mostly too fast to read.
+
+    The same path and episode rule as drift (``_drift_alerts_create``): stored as a DriftAlert,
+    listed and acknowledged with them, nothing new while one is open, and after it is
+    acknowledged only a run after its alarm counts. Like drift alerts it pauses nobody: pausing
+    stays with the gold threshold. Its indices count the annotator's current judgments in the
+    campaign (0-based); the alert also stores their judgment numbers. Returns how many were made.
+    """
+    from django.db.models.functions import Length
+
+    from annotation import quality
+
+    frame = data.frame
+    if len(frame) == 0:
+        return 0
+    stream = DriftAlert.Stream.SPEED
+    reported: dict[int, object] = {}
+    open_ids: set[int] = set()
+    for annotator_id, last, n_open in (
+        DriftAlert.objects.filter(campaign=campaign, stream=stream).values("annotator_id")
+        .annotate(last=Max(Coalesce("detected_at", "onset_at", "created_at")),
+                  n_open=Count("id", filter=Q(acknowledged_at__isnull=True)))
+        .values_list("annotator_id", "last", "n_open")
+    ):
+        reported[annotator_id] = last
+        if n_open:
+            open_ids.add(annotator_id)
+    # Characters of both responses per judgment: the frame keeps only their difference.
+    chars_of = dict(
+        Judgment.objects.filter(campaign=campaign, superseded_by__isnull=True)
+        .annotate(chars=Coalesce(Length("comparison__response_a__text"), 0)
+                  + Coalesce(Length("comparison__response_b__text"), 0))
+        .values_list("pk", "chars")
+    )
+    chars = np.array([chars_of.get(int(j), 0) for j in data.judgment_ids], float)
+    knobs = _speed_settings()
+    order = np.argsort(frame.annotator, kind="stable")
+    bounds = np.cumsum(np.bincount(frame.annotator, minlength=len(data.annotator_ids)))
+    created = 0
+    for code, user_id in enumerate(data.annotator_ids):
+        if user_id in open_ids:
+            continue
+        rows = order[(bounds[code - 1] if code else 0):bounds[code]]
+        since = reported.get(user_id)
+        start = 0 if since is None else sum(data.created_at[r] <= since for r in rows)
+        flag = quality.speed_flag(frame.seconds[rows], chars[rows], start=start, **knobs)
+        if flag is None:
+            continue
+        onset_row, alarm_row = int(rows[flag.onset]), int(rows[flag.alarm])
+        onset_judgment, detected_judgment = _alert_judgment_numbers(
+            data=data, rows=(onset_row, alarm_row))
+        first = detected_judgment - flag.n + 1 if detected_judgment is not None else None
+        span = f"judgments #{first}–#{detected_judgment}" if first else f"the last {flag.n}"
+        message = (
+            f"{flag.n_fast} of {flag.n} judgments ({span}) took less than the time to read "
+            f"both responses (median {flag.median_seconds:.2f} s against a floor of "
+            f"{flag.median_floor:.1f} s)"
+        )
+        _, made = DriftAlert.objects.get_or_create(
+            campaign=campaign, annotator_id=user_id, stream=stream, onset_index=flag.onset,
+            defaults={
+                "detector": "reading_floor",
+                "detected_index": flag.alarm,
+                "onset_at": data.created_at[onset_row],
+                "detected_at": data.created_at[alarm_row],
+                "onset_judgment": onset_judgment,
+                "detected_judgment": detected_judgment,
+                "statistic": flag.share,
+                "message": message[:300],
+            },
+        )
+        created += int(made)
     return created
 
 

@@ -16,6 +16,8 @@ urlpatterns = [
          name="quality-annotator-timeline"),
     path("campaigns/<int:campaign_id>/annotators/<str:username>/unpause/",
          views.annotator_unpause, name="quality-annotator-unpause"),
+    path("campaigns/<int:campaign_id>/recompute/", views.quality_recompute,
+         name="quality-recompute"),
     path("campaigns/<int:campaign_id>/alerts/<int:alert_id>/acknowledge/",
          views.drift_alert_acknowledge, name="quality-alert-acknowledge"),
 ]

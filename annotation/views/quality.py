@@ -8,34 +8,39 @@ see their own page only, which shows delayed, aggregated calibration feedback.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.errors import ApplicationError
 from annotation.models import AnnotatorProfile, Campaign, DriftAlert
 from annotation.permissions import role_required
+from annotation.quality import MIN_PEER_ITEMS
 from annotation.selectors import quality as sq
 from annotation.services import Role, user_roles
 from annotation.services.quality import annotator_unpause as annotator_unpause_service
+from annotation.services.quality import quality_recompute_request
 
 TABLE = "quality/annotators.html"
 
 # (sort key, header, title) for the table head; the key is also the query-string value.
 _COLUMNS = [
     ("annotator", "Annotator", ""),
-    ("judgments", "Judgments", "Current judgments in this campaign"),
-    ("gold", "Gold accuracy [95% CI]", "Wilson interval"),
+    ("judgments", "Judgments", "Current judgments in this campaign, counted now"),
+    ("gold", "Gold accuracy [95% CI]", "Wilson interval; updated on every gold answer"),
     ("agreement", "Peer agreement", "Share agreeing with the other annotators"),
     ("competence", "DS competence", "Dawid-Skene P(correct)"),
     ("position", "Position bias", "P(choose left) - 0.5"),
     ("length", "Length bias", "Logistic coefficient per 100 characters"),
     ("sycophancy", "Sycophancy bias", "P(agree with the user) - 0.5 on probes"),
-    ("seconds", "Median time (s)", "Median seconds per judgment"),
+    ("seconds", "Median time (s)",
+     "Median seconds per judgment; 'too fast': an open speed alert (runs mostly faster than "
+     "the time to read both responses)"),
     ("status", "Status", ""),
     ("alerts", "Open alerts", "Unacknowledged drift alerts"),
 ]
@@ -70,6 +75,15 @@ def _annotator_or_404(username: str) -> AbstractBaseUser:
     return get_object_or_404(get_user_model(), username=username)
 
 
+def _estimates(campaign: Campaign, back: str) -> dict:
+    """Context of quality/_estimates.html: live counts, the estimates' age, the recompute."""
+    return {
+        "fresh": sq.campaign_freshness(campaign=campaign),
+        "every": getattr(settings, "GAPLAB_QUALITY_RECOMPUTE_EVERY", 50),
+        "back": back,
+    }
+
+
 def _safe_next(request: HttpRequest, fallback: str) -> str:
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(
@@ -82,8 +96,10 @@ def _safe_next(request: HttpRequest, fallback: str) -> str:
 @require_GET
 @role_required(Role.ADMIN, Role.RESEARCHER)
 def quality_index(request: HttpRequest) -> HttpResponse:
-    return render(request, "quality/index.html",
-                  {"campaigns": sq.campaign_overview_list()})
+    return render(request, "quality/index.html", {
+        "campaigns": sq.campaign_overview_list(),
+        "every": getattr(settings, "GAPLAB_QUALITY_RECOMPUTE_EVERY", 50),
+    })
 
 
 @require_GET
@@ -92,6 +108,7 @@ def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     buckets = sq.campaign_label_mix(campaign=campaign)
     return render(request, "quality/campaign.html", {
+        **_estimates(campaign, request.get_full_path()),
         "campaign": campaign,
         "quality": sq.campaign_quality_get(campaign=campaign),
         "buckets": buckets,
@@ -107,12 +124,15 @@ def annotator_table(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     form = AnnotatorTableForm(request.GET)
     params = form.params()
+    page = {} if request.htmx else _estimates(campaign, request.get_full_path())
     template = TABLE + "#annotator-table" if request.htmx else TABLE
     return render(request, template, {
+        **page,
         "campaign": campaign,
         "rows": sq.annotator_quality_list(campaign=campaign, **params),
         "params": params,
         "columns": _COLUMNS,
+        "min_peer_items": MIN_PEER_ITEMS,
         "is_admin": _is_admin(request),
     })
 
@@ -129,8 +149,11 @@ def annotator_timeline(request: HttpRequest, campaign_id: int, username: str) ->
         n_gold=row.n_gold, ci_low=row.gold_ci_low, ci_high=row.gold_ci_high,
         threshold=campaign.accuracy_threshold)
     return render(request, "quality/timeline.html", {
+        **_estimates(campaign, request.get_full_path()),
         "campaign": campaign,
         "annotator": annotator,
+        "profile": sq.annotator_profile_get(annotator=annotator),
+        "min_peer_items": MIN_PEER_ITEMS,
         "row": row,
         "level": level,
         "timeline": timeline,
@@ -159,8 +182,29 @@ def annotator_unpause(request: HttpRequest, campaign_id: int, username: str) -> 
         "campaign": campaign,
         "row": sq.annotator_quality_row(campaign=campaign, annotator=annotator),
         "error": error,
+        "min_peer_items": MIN_PEER_ITEMS,
         "is_admin": True,
     })
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Role.ADMIN, Role.RESEARCHER)
+def quality_recompute(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """GET: the estimates block (its recompute's state, polled while one waits or runs).
+    POST (admins): queue a recompute through the service, joining one already queued."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    back = reverse("quality-campaign", args=[campaign.pk])
+    if request.method == "POST":
+        if not _is_admin(request):
+            return HttpResponse("Only admins can recompute quality.", status=403,
+                                content_type="text/plain")
+        quality_recompute_request(campaign=campaign)
+        if not request.htmx:
+            return redirect(_safe_next(request, back))
+    context = _estimates(campaign, _safe_next(request, back))
+    context.update(campaign=campaign, is_admin=_is_admin(request),
+                   polled=request.method == "GET")
+    return render(request, "quality/_estimates.html", context)
 
 
 @require_POST

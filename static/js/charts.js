@@ -14,7 +14,7 @@
   };
   const STREAM_COLORS = {
     gold_error: "#b42318", accuracy: "#912018", position: "#3454d1", length: "#e07a1f",
-    sycophancy: "#7a2fb4",
+    sycophancy: "#7a2fb4", speed: "#0e9384",
   };
   const LABEL_NAMES = { A: "A", B: "B", tie: "tie", both_bad: "both bad" };
 

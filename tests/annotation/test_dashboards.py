@@ -107,9 +107,9 @@ def _rows(html: str) -> dict[str, dict[str, str]]:
     rows = {}
     for match in re.finditer(r'<tr id="annotator-\d+" data-annotator="([^"]+)">(.*?)</tr>', html,
                              re.S):
-        cells = dict(re.findall(r'<td class="[^"]*" data-col="(\w+)">(.*?)</td>', match.group(2),
-                                re.S))
-        status = re.search(r'data-col="status">(.*?)</td>', match.group(2), re.S).group(1)
+        cells = dict(re.findall(r'<td class="[^"]*" data-col="(\w+)"[^>]*>(.*?)</td>',
+                                match.group(2), re.S))
+        status = re.search(r'data-col="status"[^>]*>(.*?)</td>', match.group(2), re.S).group(1)
         cells["status"] = status
         rows[match.group(1)] = {k: " ".join(unescape(re.sub(r"<[^>]+>", " ", v)).split())
                                 for k, v in cells.items()}
@@ -205,12 +205,15 @@ def test_annotator_table_shows_the_stored_numbers(table, client_for):
     a = rows[ann.username]
     assert a["gold"] == "0.83 [0.71, 0.91] n=12"
     assert (a["agreement"], a["competence"], a["position"], a["length"], a["sycophancy"],
-            a["seconds"], a["judgments"]) == ("0.77", "0.88", "0.04", "-0.31", "0.12", "14.2",
-                                              "40")
+            a["seconds"]) == ("0.77", "0.88", "0.04", "-0.31", "0.12", "14.2")
+    # Judgments are counted live from the judgments themselves (none were made here), not the
+    # stored n_judgments of the last recompute (40).
+    assert a["judgments"] == "0"
     assert a["status"] == "active" and a["alerts"] == "0"
     b = rows[bob.username]
     assert b["gold"].startswith("0.50 [0.30, 0.70]")
-    assert b["competence"] == "—" and b["position"] == "-0.20"
+    # A recompute that saw bob's judgments but gave no competence: too few shared items.
+    assert b["competence"] == "not enough data" and b["position"] == "-0.20"
     assert b["status"] == "paused Un-pause" and b["alerts"] == "2"
     assert rows[cid.username]["gold"] == "—"
 
@@ -273,8 +276,9 @@ def test_annotator_table_queries_do_not_grow_with_annotators(cast, client_for,
     with django_assert_num_queries(len(few.captured_queries)):
         html = client.get(url).content.decode()
     assert len(_rows(html)) == 12
-    # Session, user, roles, the nav's profile check, campaign and the rows: a fixed handful.
-    assert len(few.captured_queries) <= 7
+    # Session, user, roles, the nav's profile check, campaign, the rows, and the estimates'
+    # age (live counts, the stored quality, the newest recompute): a fixed handful.
+    assert len(few.captured_queries) <= 10
     with django_assert_num_queries(1):
         rows = list(sq.annotator_quality_list(campaign=campaign))
         assert [(r.annotator.username, r.annotator_status, r.open_alerts) for r in rows]

@@ -264,7 +264,8 @@ def test_annotator_stats_on_a_hand_made_frame():
                    seconds=np.array(cols[4]), gold_ok=np.array(cols[5], float),
                    consistent=np.array(cols[6], float), is_reshow=np.array(cols[7]),
                    agree_diff=np.array(cols[8], float), is_calibration=np.array(cols[9]))
-    s0, s1, s2 = annotator_stats(frame, 3)
+    # Two shared items only: below MIN_PEER_ITEMS, so the minimum is lowered to check the values.
+    s0, s1, s2 = annotator_stats(frame, 3, min_peer_items=1)
     assert (s0.n_judgments, s0.n_gold, s0.n_reshows, s0.n_triples) == (10, 4, 2, 1)
     assert s0.gold_accuracy == 0.75
     assert s0.noise == pytest.approx(1 - s0.competence)  # the anchored fit, not gold alone
@@ -287,7 +288,7 @@ def test_peer_agreement_splits_credit_on_tied_pluralities():
     a row saying tie matches none (0)."""
     frame = _frame(4, annotator=np.arange(4), item=np.zeros(4, int),
                    choice=np.array([CHOICE_A, CHOICE_B, CHOICE_A, CHOICE_TIE]))
-    stats_ = annotator_stats(frame, 4)
+    stats_ = annotator_stats(frame, 4, min_peer_items=1)
     # row 0 (A): others A, B, tie -> plurality tied 3 ways, A among them -> 1/3
     assert stats_[0].peer_agreement == pytest.approx(1 / 3)
     # row 1 (B): others A, A, tie -> plurality A -> 0
