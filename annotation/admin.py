@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.shortcuts import redirect, render
-from django.urls import path
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from annotation import admin_accounts, importers
 from annotation.errors import ApplicationError
@@ -275,22 +279,168 @@ class DriftAlertAdmin(_ReadOnlyAdmin):
     search_fields = ["annotator__username"]
 
 
+def _size(n: int | None) -> str:
+    return "—" if n is None else filesizeformat(n)
+
+
+def _hash(value: str) -> str:
+    """12 characters shown, the full hash in the title and selectable in the page's text."""
+    if not value:
+        return "—"
+    return format_html('<code title="{}">{}</code>', value, value[:12])
+
+
 @admin.register(Snapshot)
 class SnapshotAdmin(_ReadOnlyAdmin):
-    list_display = ["content_hash", "campaign", "method", "row_count", "created_by",
-                    "created_at"]
+    list_display = ["short_hash", "campaign", "method", "row_count", "size", "created_by",
+                    "created_at", "download"]
+    list_select_related = ["campaign", "created_by"]
     list_filter = ["campaign", "method"]
     search_fields = ["content_hash"]
+    fields = ["campaign", "method", "row_count", "size", "content_hash", "download", "params",
+              "fits", "path", "created_by", "created_at"]
+    readonly_fields = ["size", "download", "created_at"]
+
+    @admin.display(description="Hash", ordering="content_hash")
+    def short_hash(self, obj: Snapshot) -> str:
+        return _hash(obj.content_hash)
+
+    @admin.display(description="Size", ordering="size_bytes")
+    def size(self, obj: Snapshot) -> str:
+        return _size(obj.size_bytes)
+
+    @admin.display(description="Download")
+    def download(self, obj: Snapshot) -> str:
+        return format_html('<a href="{}">download .jsonl</a>',
+                           reverse("data-snapshot-download", args=[obj.pk]))
+
+
+class PreferenceExportAddForm(forms.Form):
+    """What an export needs; ``preference_export_create`` queues it (never a bare save)."""
+
+    campaign = forms.ModelChoiceField(queryset=Campaign.objects.order_by("name"))
+    format = forms.ChoiceField(choices=PreferenceExport.Format.choices,
+                               initial=PreferenceExport.Format.JSONL)
+    sources = forms.ChoiceField(choices=PreferenceExport.Sources.choices,
+                                initial=PreferenceExport.Sources.ALL)
 
 
 @admin.register(PreferenceExport)
 class PreferenceExportAdmin(admin.ModelAdmin):
-    list_display = ["id", "campaign", "format", "status", "row_count", "created_at",
-                    "finished_at"]
-    list_filter = ["status", "format", "campaign"]
-    readonly_fields = ["status", "path", "row_count", "error", "finished_at"]
+    """Exports are jobs: added through ``preference_export_create`` (queued with their outbox
+    message, so they run), cancelled through ``preference_export_cancel``, and otherwise
+    view-only: the worker owns a job's row, and a finished export is a record."""
 
-    def has_add_permission(self, request):
-        # A row made here would bypass preference_export_create and never be queued; exports
-        # start from the campaign list's action.
-        return False
+    list_display = ["id", "campaign", "format", "sources", "status", "row_count", "size",
+                    "short_hash", "created_at", "finished_at", "download"]
+    list_select_related = ["campaign"]
+    list_filter = ["status", "format", "campaign"]
+    actions = ["cancel_exports"]
+    add_form_template = "admin/annotation/preferenceexport/add.html"
+    change_form_template = "admin/annotation/preferenceexport/change_form.html"
+    fields = ["campaign", "format", "sources", "status", "error", "row_count", "size",
+              "content_hash", "download", "path", "purged_at", "requested_by", "created_at",
+              "queued_at", "started_at", "finished_at", "attempts", "worker",
+              "cancel_requested"]
+    readonly_fields = fields
+
+    @admin.display(description="Hash", ordering="content_hash")
+    def short_hash(self, obj: PreferenceExport) -> str:
+        return _hash(obj.content_hash)
+
+    @admin.display(description="Size", ordering="size_bytes")
+    def size(self, obj: PreferenceExport) -> str:
+        return _size(obj.size_bytes)
+
+    @admin.display(description="Download")
+    def download(self, obj: PreferenceExport) -> str:
+        if obj.status != PreferenceExport.Status.SUCCEEDED:
+            return "—"
+        if obj.purged_at is not None:
+            return "purged (retention)"
+        kind = "zip" if obj.format == PreferenceExport.Format.DATASET else "jsonl"
+        return format_html('<a href="{}">download .{}</a>',
+                           reverse("data-export-download", args=[obj.pk]), kind)
+
+    def has_change_permission(self, request, obj=None):
+        # One export's page is view-only (no field, no Save): a saved stale form would
+        # overwrite the worker's status, and a finished export is a record.
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_cancel_permission(self, request) -> bool:
+        # Whoever may start an export may stop one.
+        return request.user.has_perm("annotation.add_preferenceexport")
+
+    def get_urls(self):
+        return [
+            path("<int:export_id>/cancel/", self.admin_site.admin_view(self.cancel_view),
+                 name="annotation_preferenceexport_cancel"),
+            *super().get_urls(),
+        ]
+
+    def _cancel(self, request, export: PreferenceExport) -> bool:
+        from annotation.services.exports import preference_export_cancel
+
+        try:
+            export = preference_export_cancel(export=export)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+            return False
+        done = "cancelled" if export.status == PreferenceExport.Status.CANCELLED else \
+            "asked to stop (it ends cancelled within moments)"
+        self.message_user(request, f"Export #{export.pk} {done}.", messages.SUCCESS)
+        return True
+
+    @admin.action(description="Cancel selected exports", permissions=["cancel"])
+    def cancel_exports(self, request, queryset):
+        for export in queryset:
+            self._cancel(request, export)
+
+    def cancel_view(self, request, export_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        export = get_object_or_404(PreferenceExport, pk=export_id)
+        self._cancel(request, export)
+        return redirect("admin:annotation_preferenceexport_change", export.pk)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        export = PreferenceExport.objects.filter(pk=object_id).only("status").first()
+        extra_context = {
+            **(extra_context or {}),
+            "can_cancel": export is not None and export.status not in PreferenceExport.TERMINAL
+            and self.has_cancel_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Validate and queue through ``preference_export_create``; never a bare save."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = PreferenceExportAddForm(request.POST or None)
+        status = 200
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                export = preference_export_create(
+                    campaign=data["campaign"], fmt=data["format"], sources=data["sources"],
+                    requested_by=request.user)
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status_code
+            else:
+                self.log_addition(request, export, [{"added": {}}])
+                self.message_user(request, f"Queued export #{export.pk}; its page shows the "
+                                  "status, and the download once it has succeeded.",
+                                  messages.SUCCESS)
+                return redirect("admin:annotation_preferenceexport_change", export.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add preference export",
+            "form": form,
+            "opts": self.model._meta,
+            **(extra_context or {}),
+        }
+        return render(request, self.add_form_template, context,
+                      status=400 if form.errors and status == 200 else status)

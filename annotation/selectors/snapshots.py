@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from django.db.models import QuerySet
 
 from annotation.calibration import gold_correct
-from annotation.models import Campaign, Comparison, Judgment
+from annotation.models import Campaign, Comparison, Judgment, PreferenceExport, Snapshot
 
 if TYPE_CHECKING:
     from annotation.aggregation import PairVote
@@ -113,3 +113,32 @@ def comparisons_with_texts(*, comparison_ids: Iterable[int]) -> QuerySet[Compari
         .only("id", "prompt__turns", "prompt__category", "response_a__text", "response_b__text")
         .order_by("id")
     )
+
+
+# --- The researcher's data page (annotation/views/data.py) --------------------------------------
+
+DATA_PAGE_ROWS = 100  # newest first; older ones stay in the admin's lists
+
+
+def data_snapshot_list(*, campaign: Campaign | None = None) -> QuerySet[Snapshot]:
+    """Snapshots for the data page, newest first, with campaign and creator loaded."""
+    rows = Snapshot.objects.select_related("campaign", "created_by").order_by("-created_at",
+                                                                             "-pk")
+    if campaign is not None:
+        rows = rows.filter(campaign=campaign)
+    return rows[:DATA_PAGE_ROWS]
+
+
+def data_export_list(*, campaign: Campaign | None = None) -> QuerySet[PreferenceExport]:
+    """Exports for the data page, newest first, with campaign and requester loaded."""
+    rows = PreferenceExport.objects.select_related("campaign", "requested_by").order_by(
+        "-created_at", "-pk")
+    if campaign is not None:
+        rows = rows.filter(campaign=campaign)
+    return rows[:DATA_PAGE_ROWS]
+
+
+def data_export_get(*, export_id: int) -> PreferenceExport | None:
+    """One export with what its row on the data page shows."""
+    return (PreferenceExport.objects.select_related("campaign", "requested_by")
+            .filter(pk=export_id).first())

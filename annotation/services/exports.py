@@ -8,22 +8,35 @@ deleted by ``preference_exports_purge`` (beat), which keeps the row and marks it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+import tempfile
+import zipfile
 from datetime import timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import RateLimitedError
+from annotation.errors import GoneError, RateLimitedError
 from annotation.models import Campaign, JobStatus, PreferenceExport, Snapshot
 from annotation.selectors.sources import SOURCES_ALL
-from annotation.services.jobs import job_enqueue, job_fail, job_heartbeat, job_start, job_succeed
+from annotation.services.jobs import (
+    job_cancel,
+    job_cancelled,
+    job_enqueue,
+    job_fail,
+    job_heartbeat,
+    job_owned,
+    job_start,
+    job_succeed,
+)
 from annotation.services.snapshots import snapshot_rows_build
 
 
@@ -61,6 +74,27 @@ def preferences_write(*, campaign: Campaign, out: Path, fmt: str,
     else:
         raise ValueError(f"unknown export format {fmt!r}")
     return len(rows)
+
+
+def _files(path: Path) -> list[Path]:
+    """The file itself, or a directory's files in order of their relative path."""
+    if path.is_dir():
+        return sorted((f for f in path.rglob("*") if f.is_file()),
+                      key=lambda f: f.relative_to(path).as_posix())
+    return [path]
+
+
+def path_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a file, or of a directory's files read in order of their
+    relative path: what a researcher checks a download against (``sha256sum`` of a JSONL
+    export; a dataset export's files concatenated in that order)."""
+    digest, size = hashlib.sha256(), 0
+    for file in _files(Path(path)):
+        with file.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _check_rate(*, requested_by: AbstractBaseUser | None) -> None:
@@ -124,11 +158,59 @@ def preference_export_run(*, export_id: int) -> PreferenceExport | None:
             _fault_delay()
             count = preferences_write(campaign=export.campaign, out=out, fmt=export.format,
                                       sources=export.sources)
+            content_hash, size = path_digest(out)
         except Exception as exc:
             job_fail(export, reason=f"{type(exc).__name__}: {exc}")
             raise
-    job_succeed(export, path=str(out), row_count=count)
+    if job_owned(export).filter(cancel_requested=True).exists():
+        # Cancelled while it was writing: the file is not what anyone still wants.
+        _remove(out)
+        job_cancelled(export, reason="Cancelled while running; the file was deleted.")
+        return export
+    job_succeed(export, path=str(out), row_count=count, content_hash=content_hash,
+                size_bytes=size)
     return export
+
+
+def preference_export_cancel(*, export: PreferenceExport) -> PreferenceExport:
+    """Cancel a queued export at once, or ask a running one to stop (it ends cancelled and its
+    file is deleted). Raises ConflictError (409) when the export already ended."""
+    return job_cancel(PreferenceExport, job_id=export.pk, what="Export")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def preference_export_file(*, export: PreferenceExport) -> Path:
+    """The finished export's file (or directory) on disk.
+
+    Raises GoneError (410) when retention purged it or it is missing: the row stays, the bytes
+    do not, and exporting again is the remedy.
+    """
+    path = Path(export.path)
+    if export.purged_at is not None:
+        raise GoneError(f"Export #{export.pk}'s file was deleted by the retention policy "
+                        f"({settings.GAPLAB_EXPORT_RETENTION_DAYS} days); export again.")
+    if not export.path or not path.exists():
+        raise GoneError(f"Export #{export.pk}'s file is missing on the server; export again.")
+    return path
+
+
+def directory_zip(path: Path) -> BinaryIO:
+    """A dataset export's directory as a zip (an anonymous temporary file, at offset 0).
+
+    Stored, not deflated: Arrow files hardly compress, and the download should start soon.
+    """
+    fh = tempfile.TemporaryFile()  # handed to the response, which closes it
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file in _files(path):
+            archive.write(file, arcname=f"{path.name}/{file.relative_to(path).as_posix()}")
+    fh.seek(0)
+    return fh
 
 
 def preference_exports_purge(*, now=None) -> int:
@@ -139,11 +221,7 @@ def preference_exports_purge(*, now=None) -> int:
     for export in PreferenceExport.objects.filter(
         status=JobStatus.SUCCEEDED, finished_at__lt=cutoff, purged_at__isnull=True
     ):
-        path = Path(export.path)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _remove(Path(export.path))
         export.purged_at = now
         export.save(update_fields=["purged_at"])
         purged += 1

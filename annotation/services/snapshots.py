@@ -31,7 +31,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from annotation.errors import ApplicationError
+from annotation.errors import ApplicationError, GoneError
 from annotation.models import Campaign, Snapshot
 from annotation.selectors.snapshots import (
     annotator_gold_counts,
@@ -196,11 +196,17 @@ def snapshot_create(
     if existing is not None:
         if not Path(existing.path).exists():
             _write_atomically(Path(existing.path), body)
+        if existing.size_bytes is None:
+            # Made before sizes were recorded: the size is the file's, so filling it in keeps
+            # the snapshot what its hash says (an update, not a save: snapshots are immutable).
+            Snapshot.objects.filter(pk=existing.pk).update(size_bytes=len(body))
+            existing.size_bytes = len(body)
         return existing
     _write_atomically(path, body)
     snapshot = Snapshot(
         campaign=campaign, method=method, content_hash=content_hash, path=str(path),
-        row_count=len(rows), params=resolved, fits=fits, created_by=created_by,
+        row_count=len(rows), size_bytes=len(body), params=resolved, fits=fits,
+        created_by=created_by,
     )
     snapshot.full_clean(validate_unique=False)
     try:
@@ -210,6 +216,16 @@ def snapshot_create(
         # A concurrent call stored the same content first; it is the same snapshot.
         return Snapshot.objects.get(content_hash=content_hash)
     return snapshot
+
+
+def snapshot_file(*, snapshot: Snapshot) -> Path:
+    """The snapshot's file on disk; GoneError (410) when it is missing, with the remedy."""
+    path = Path(snapshot.path)
+    if not path.is_file():
+        raise GoneError(f"Snapshot {snapshot.content_hash[:12]}'s file is missing on the "
+                        "server; create the same snapshot again (same campaign, method and "
+                        "sources) to write it back.")
+    return path
 
 
 def snapshot_rows(snapshot: Snapshot) -> list[dict[str, Any]]:
