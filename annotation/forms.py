@@ -57,3 +57,9 @@ class ImportUploadForm(forms.Form):
 
         super().__init__(*args, **kwargs)
         self.fields["campaign"].queryset = Campaign.objects.all()
+
+
+class SkipUndoForm(forms.Form):
+    """The Undo of the skip notice: which skipped assignment to give back."""
+
+    skipped_token = forms.UUIDField()

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from annotation.selectors.annotator import (
     PROGRESS_BATCH,
+    SKIP_UNDO_SECONDS,
+    AnnotatorPause,
     AnnotatorProgress,
     AnnotatorView,
+    annotator_pause,
     annotator_progress,
     assignment_get_for_annotator,
     assignment_live_for_annotator,
+    assignment_skip_undoable,
     campaign_list_for_annotator,
     comparison_for_annotator,
     judgment_list,
@@ -24,11 +28,15 @@ from annotation.selectors.annotator import (
 
 __all__ = [
     "PROGRESS_BATCH",
+    "SKIP_UNDO_SECONDS",
+    "AnnotatorPause",
     "AnnotatorProgress",
     "AnnotatorView",
+    "annotator_pause",
     "annotator_progress",
     "assignment_get_for_annotator",
     "assignment_live_for_annotator",
+    "assignment_skip_undoable",
     "campaign_list_for_annotator",
     "comparison_for_annotator",
     "judgment_list",

@@ -7,14 +7,14 @@ see: it returns screen-ordered texts and nothing else (no kind, no gold, no cano
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from annotation.importers import CONTEXT_FIELD
-from annotation.models import Assignment, Campaign, Comparison, Judgment
+from annotation.models import AnnotatorProfile, Assignment, Campaign, Comparison, Judgment
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ def comparison_for_annotator(*, assignment: Assignment) -> AnnotatorView:
 
 
 PROGRESS_BATCH = 25
+# How long a skip can be undone (``services.assignment.assignment_skip_undo``): long enough to
+# notice a mis-pressed key on the next item, short enough that the freed place is still open.
+SKIP_UNDO_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,21 @@ class AnnotatorProgress:
     @property
     def batch_size(self) -> int:
         return PROGRESS_BATCH
+
+    @property
+    def batch_done(self) -> bool:
+        """True right after a batch's last judgment (until the next one): say so, rather than
+        let the counter wrap from 24/25 to 0/25 without a word."""
+        return self.done > 0 and self.in_batch == 0
+
+    @property
+    def batches_done(self) -> int:
+        return self.done // PROGRESS_BATCH
+
+    @property
+    def bar_value(self) -> int:
+        """The bar's fill: a completed batch shows full, not empty."""
+        return PROGRESS_BATCH if self.batch_done else self.in_batch
 
 
 def annotator_progress(*, campaign: Campaign, annotator: AbstractBaseUser) -> AnnotatorProgress:
@@ -111,6 +129,49 @@ def assignment_live_for_annotator(
         .order_by("issued_at")
         .first()
     )
+
+
+def assignment_skip_undoable(
+    *, campaign: Campaign, annotator: AbstractBaseUser, now: datetime | None = None,
+) -> Assignment | None:
+    """Return the skip the annotator may still undo in the campaign, or None.
+
+    That is their most recently finished assignment there (nothing answered or skipped since),
+    if it was a skip less than SKIP_UNDO_SECONDS ago. Whether its comparison still has a free
+    place is for the undo itself to find out (under its locks).
+    """
+    now = now or timezone.now()
+    latest = (
+        Assignment.objects.filter(
+            campaign=campaign, annotator=annotator,
+            status__in=[Assignment.Status.COMPLETED, Assignment.Status.SKIPPED],
+        )
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    if (latest is None or latest.status != Assignment.Status.SKIPPED
+            or latest.finished_at is None
+            or now - latest.finished_at > timedelta(seconds=SKIP_UNDO_SECONDS)):
+        return None
+    return latest
+
+
+@dataclass(frozen=True)
+class AnnotatorPause:
+    """Why an annotator is paused (``AnnotatorProfile.paused_reason``; may be blank)."""
+
+    reason: str
+
+
+def annotator_pause(*, annotator: AbstractBaseUser) -> AnnotatorPause | None:
+    """Return the annotator's pause, or None when they may rate (or have no profile)."""
+    reason = (
+        AnnotatorProfile.objects.filter(user_id=annotator.pk,
+                                        status=AnnotatorProfile.Status.PAUSED)
+        .values_list("paused_reason", flat=True)
+        .first()
+    )
+    return None if reason is None else AnnotatorPause(reason=reason)
 
 
 def campaign_list_for_annotator(*, annotator: AbstractBaseUser) -> QuerySet[Campaign]:

@@ -7,6 +7,7 @@ from annotation.services.assignment import (
     assignment_issue_next,
     assignment_reclaim_expired,
     assignment_skip,
+    assignment_skip_undo,
 )
 from annotation.services.campaigns import campaign_create
 from annotation.services.comparisons import comparisons_bulk_create
@@ -25,6 +26,7 @@ __all__ = [
     "assignment_issue_next",
     "assignment_reclaim_expired",
     "assignment_skip",
+    "assignment_skip_undo",
     "campaign_create",
     "choice_from_screen",
     "comparisons_bulk_create",

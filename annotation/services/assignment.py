@@ -26,7 +26,11 @@ from django.utils import timezone
 
 from annotation.errors import ApplicationError, ConflictError, ForbiddenError
 from annotation.models import AnnotatorProfile, Assignment, Campaign, Comparison
-from annotation.selectors.annotator import assignment_live_for_annotator
+from annotation.selectors.annotator import (
+    SKIP_UNDO_SECONDS,
+    assignment_live_for_annotator,
+    assignment_skip_undoable,
+)
 
 _system_random = random.SystemRandom()
 # Comparisons whose claims count toward the campaign overlap (calibration items do not: every
@@ -256,3 +260,80 @@ def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reas
     locked.save(update_fields=["status", "skip_reason", "finished_at"])
     if locked.comparison.kind in OVERLAP_KINDS:
         _release(locked.comparison_id)
+
+
+def assignment_skip_undo(*, assignment: Assignment, annotator: AbstractBaseUser,
+                         now: datetime | None = None) -> Assignment:
+    """Give a just-skipped comparison back to the annotator who skipped it; return it, pending.
+
+    Only the annotator's most recent skip in the campaign (nothing answered or skipped since),
+    within SKIP_UNDO_SECONDS, in an open campaign, and for a regular item only while it has a
+    free place: the skip released its claim, and other annotators may have filled it since.
+    The item issued in its place (their live assignment, issued after the skip) goes back to
+    the pool: its claim is released and its unanswered row deleted, so the annotator may still
+    be given it later. Claim counts end as if the skip had never happened.
+    Raises ForbiddenError (someone else's item, a paused annotator) and ConflictError (nothing
+    to undo, too late, campaign closed, place taken); nothing changes then.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        # The annotator's lock serialises this with their claims (a parallel Start or next
+        # item) and with a second undo from another tab.
+        status, _ = _lock_annotator(annotator=annotator)
+        if status == AnnotatorProfile.Status.PAUSED:
+            raise ForbiddenError("Your annotation is paused; an admin has been told.")
+        skipped = (Assignment.objects.select_for_update(of=("self",))
+                   .select_related("campaign", "comparison").get(pk=assignment.pk))
+        if skipped.annotator_id != annotator.pk:
+            raise ForbiddenError("This comparison is not yours.")
+        campaign = skipped.campaign
+        if not campaign.is_active:
+            raise ConflictError("This campaign is closed.")
+        if skipped.status != Assignment.Status.SKIPPED:
+            raise ConflictError("There is no skip to undo: this comparison was not skipped.")
+        undoable = assignment_skip_undoable(campaign=campaign, annotator=annotator, now=now)
+        if undoable is None or undoable.pk != skipped.pk:
+            if now - skipped.finished_at > timedelta(seconds=SKIP_UNDO_SECONDS):
+                raise ConflictError(
+                    f"Too late to undo this skip: a skip can be undone for "
+                    f"{SKIP_UNDO_SECONDS // 60} minutes.")
+            raise ConflictError("Only your most recent skip can be undone, before you answer "
+                                "or skip the next comparison.")
+        replacements = list(
+            Assignment.objects.select_for_update(of=("self",))
+            .filter(campaign=campaign, annotator=annotator, status=Assignment.Status.PENDING,
+                    issued_at__gte=skipped.finished_at)
+            .values_list("id", "comparison_id", "comparison__kind")
+        )
+        deltas: Counter[int] = Counter()
+        if skipped.comparison.kind in OVERLAP_KINDS:
+            deltas[skipped.comparison_id] += 1
+        for _, comparison_id, kind in replacements:
+            if kind in OVERLAP_KINDS:
+                deltas[comparison_id] -= 1
+        # Locked in ascending id order, as assignment_reclaim_expired releases them, so that
+        # the two cannot deadlock.
+        counts = {
+            pk: (claimed, target)
+            for pk, claimed, target in Comparison.objects.select_for_update()
+            .filter(pk__in=sorted(deltas)).order_by("id")
+            .values_list("id", "claimed_count", "target_overlap")
+        }
+        if skipped.comparison.kind in OVERLAP_KINDS:
+            claimed, target = counts[skipped.comparison_id]
+            if claimed >= (target or campaign.overlap):
+                raise ConflictError("Other annotators have taken this comparison since you "
+                                    "skipped it; it cannot be given back.")
+        if replacements:
+            Assignment.objects.filter(pk__in=[row[0] for row in replacements]).delete()
+        for pk in sorted(deltas):
+            claimed, target = counts[pk]
+            claimed += deltas[pk]
+            Comparison.objects.filter(pk=pk).update(
+                claimed_count=claimed, is_full=claimed >= (target or campaign.overlap))
+        skipped.status = Assignment.Status.PENDING
+        skipped.skip_reason = ""
+        skipped.finished_at = None
+        skipped.expires_at = now + timedelta(seconds=campaign.assignment_ttl_seconds)
+        skipped.save(update_fields=["status", "skip_reason", "finished_at", "expires_at"])
+    return skipped

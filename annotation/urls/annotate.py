@@ -11,4 +11,6 @@ urlpatterns = [
     path("annotate/<int:campaign_id>/start/", views.annotate_start, name="annotate-start"),
     path("annotate/<int:campaign_id>/submit/", views.annotate_submit, name="annotate-submit"),
     path("annotate/<int:campaign_id>/skip/", views.annotate_skip, name="annotate-skip"),
+    path("annotate/<int:campaign_id>/skip/undo/", views.annotate_skip_undo,
+         name="annotate-skip-undo"),
 ]

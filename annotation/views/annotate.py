@@ -1,7 +1,9 @@
 """Annotator pages: htmx function views. One service call each; rendering only.
 
 GET never changes state: the annotate page shows the item the annotator already holds, or a
-Start button whose POST claims one. The submit and skip POSTs answer with the next item.
+Start button whose POST claims one. The submit and skip POSTs answer with the next item; after
+a skip, the panel offers its undo for as long as ``selectors.assignment_skip_undoable`` allows.
+A paused annotator is shown the pause and nothing else.
 """
 
 from __future__ import annotations
@@ -14,18 +16,27 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation import selectors
 from annotation.errors import ApplicationError
-from annotation.forms import JudgmentForm, SkipForm
+from annotation.forms import JudgmentForm, SkipForm, SkipUndoForm
 from annotation.models import Assignment, Campaign
 from annotation.permissions import role_required
 from annotation.services import (
     Role,
     assignment_issue_next,
     assignment_skip,
+    assignment_skip_undo,
     judgment_submit_from_screen,
     user_roles,
 )
 
 PANEL = "annotation/annotate.html#annotation-panel"
+# The skip box's reasons: (value stored in Assignment.skip_reason, label, key in the box).
+SKIP_REASONS = [
+    ("cannot judge", "I cannot judge this", "1"),
+    ("offensive content", "Offensive content", "2"),
+    ("broken item", "Broken or unreadable item", "3"),
+    ("other", "Other", "4"),
+]
+_SKIP_LABELS = {value: label for value, label, _ in SKIP_REASONS}
 
 
 @require_GET
@@ -43,7 +54,9 @@ def home(request: HttpRequest) -> HttpResponse:
 @role_required(Role.ANNOTATOR)
 def annotate_index(request: HttpRequest) -> HttpResponse:
     campaigns = selectors.campaign_list_for_annotator(annotator=request.user)
-    return render(request, "annotation/index.html", {"campaigns": campaigns})
+    return render(request, "annotation/index.html", {
+        "campaigns": campaigns, "pause": selectors.annotator_pause(annotator=request.user),
+    })
 
 
 def _claim_next(request: HttpRequest, campaign: Campaign) -> tuple[Assignment | None, str]:
@@ -56,7 +69,13 @@ def _claim_next(request: HttpRequest, campaign: Campaign) -> tuple[Assignment | 
 
 def _panel_context(request: HttpRequest, campaign: Campaign, *, error: str = "",
                    form: JudgmentForm | None = None, claim: bool = True) -> dict:
-    """The panel's context; ``claim`` issues the next item (POST), else only reads (GET)."""
+    """The panel's context; ``claim`` issues the next item (POST), else only reads (GET).
+
+    A paused annotator gets the pause alone: no item, no claim, no error from the claim.
+    """
+    pause = selectors.annotator_pause(annotator=request.user)
+    if pause is not None:
+        return {"campaign": campaign, "pause": pause}
     if claim:
         assignment, claim_error = _claim_next(request, campaign)
         error = error or claim_error
@@ -65,6 +84,7 @@ def _panel_context(request: HttpRequest, campaign: Campaign, *, error: str = "",
             campaign=campaign, annotator=request.user
         )
     view = selectors.comparison_for_annotator(assignment=assignment) if assignment else None
+    skipped = selectors.assignment_skip_undoable(campaign=campaign, annotator=request.user)
     return {
         "campaign": campaign,
         "item": view,
@@ -74,6 +94,10 @@ def _panel_context(request: HttpRequest, campaign: Campaign, *, error: str = "",
         "form_errors": form.errors if form is not None else None,
         "progress": selectors.annotator_progress(campaign=campaign, annotator=request.user),
         "strengths": [("1", "slight", "q"), ("2", "clear", "w"), ("3", "strong", "e")],
+        "skip_reasons": SKIP_REASONS,
+        "skipped": skipped,
+        "skipped_reason": (_SKIP_LABELS.get(skipped.skip_reason, skipped.skip_reason)
+                           if skipped else ""),
     }
 
 
@@ -158,6 +182,32 @@ def annotate_skip(request: HttpRequest, campaign_id: int) -> HttpResponse:
         _claim_next(request, campaign)  # as after a submit: the redirect shows the next item
         return redirect("annotate", campaign_id=campaign.pk)
     return _render_panel(request, _panel_context(request, campaign, error=error),
+                         status=400 if error else 200)
+
+
+@require_POST
+@role_required(Role.ANNOTATOR)
+def annotate_skip_undo(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """Give the annotator's last skip back (the Undo of the skip notice) and show it.
+
+    An undo that can no longer be done is answered with the panel and a message saying why.
+    """
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = SkipUndoForm(request.POST)
+    error = ""
+    if not form.is_valid():
+        error = "Say which skip to undo (skipped_token)."
+    else:
+        try:
+            assignment = _own_assignment(request, form.cleaned_data["skipped_token"])
+            assignment_skip_undo(assignment=assignment, annotator=request.user)
+        except ApplicationError as exc:
+            error = exc.message
+    if not request.htmx and not error:
+        return redirect("annotate", campaign_id=campaign.pk)
+    # Read only: after an undo the live item is the one given back; after a refusal, the
+    # item held before.
+    return _render_panel(request, _panel_context(request, campaign, error=error, claim=False),
                          status=400 if error else 200)
 
 

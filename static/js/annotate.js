@@ -24,9 +24,65 @@
       (target.tagName === "INPUT" && target.type === "text"));
   }
 
+  // The skip box (a <details> in the action bar): `s` opens it, so a mis-pressed `s` (between
+  // `w` and `x`) skips nothing. Inside it, 1-4 pick a reason (arrow keys move between the
+  // radios natively), Enter skips, Esc closes it; other keys do nothing while it is open.
+  function skipBox() { return document.getElementById("skip-box"); }
+
+  function openSkipBox(box) {
+    box.open = true;
+    const reason = box.querySelector("input[name=reason]:checked") ||
+      box.querySelector("input[name=reason]");
+    if (reason) reason.focus();
+  }
+
+  function closeSkipBox(box) {
+    box.open = false;
+    const summary = box.querySelector("summary");
+    if (summary) summary.blur();
+  }
+
+  function skipBoxKey(box, event) {
+    const reasons = box.querySelectorAll("input[name=reason]");
+    if (/^[1-9]$/.test(event.key) && reasons[Number(event.key) - 1]) {
+      const reason = reasons[Number(event.key) - 1];
+      reason.checked = true;
+      reason.focus();
+      event.preventDefault();
+    } else if (event.key === "Escape") {
+      closeSkipBox(box);
+      event.preventDefault();
+    } else if (event.key === "Enter") {
+      // Enter on Cancel cancels and on the summary closes the box; elsewhere it skips.
+      if (event.target.id === "skip-cancel" || event.target.tagName === "SUMMARY") return;
+      const skip = document.getElementById("skip-form");
+      if (skip) submit(skip);
+      event.preventDefault();
+    } else if (!["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Tab", " "].includes(event.key)) {
+      event.preventDefault();  // no rating keys while the box is open
+    }
+  }
+
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("#skip-cancel")) {
+      const box = skipBox();
+      if (box) closeSkipBox(box);
+    }
+  });
+  // Opened by the mouse (its summary) too: put the focus on the reasons, as `s` does. (toggle
+  // does not bubble: listened for in the capture phase.)
+  document.addEventListener("toggle", function (event) {
+    const box = event.target;
+    if (box.id !== "skip-box" || !box.open) return;
+    const active = document.activeElement;
+    if (!(active && active.name === "reason" && box.contains(active))) openSkipBox(box);
+  }, true);
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const form = document.getElementById("judgment-form");
+    const box = skipBox();
+    if (box && box.open && !typing(event.target)) { skipBoxKey(box, event); return; }
     if (typing(event.target)) {
       if (event.key === "Escape") event.target.blur();
       return;
@@ -35,6 +91,12 @@
       const details = document.getElementById("instructions");
       if (details) details.open = !details.open;
       event.preventDefault();
+      return;
+    }
+    if (event.key === "u") {
+      // Undo the last skip, while its notice is shown (with or without an item on screen).
+      const undo = document.getElementById("skip-notice");
+      if (undo) { submit(undo); event.preventDefault(); }
       return;
     }
     if (!form) {
@@ -50,10 +112,9 @@
     else if (event.key in STRENGTH_KEYS) { pick(form, "strength", STRENGTH_KEYS[event.key]); event.preventDefault(); }
     else if (event.key === "r") { form.querySelector("textarea[name=rationale]").focus(); event.preventDefault(); }
     else if (event.key === "s") {
-      const skip = document.getElementById("skip-form");
-      if (skip) { submit(skip); event.preventDefault(); }
+      if (box) { openSkipBox(box); event.preventDefault(); }
     } else if (event.key === "Enter") {
-      // A focused button, link or summary keeps its own Enter (Skip, Log out, Instructions).
+      // A focused button, link or summary keeps its own Enter (Skip…, Undo, Log out, Instructions).
       if (event.target.closest && event.target.closest("button, a, summary")) return;
       submit(form); event.preventDefault();
     }
