@@ -69,12 +69,20 @@ def quality_on_judgment(*, judgment: Judgment, rng: random.Random | None = None)
     rng = rng or _system_random
     comparison = judgment.comparison
     campaign = judgment.campaign
+    ok = None
     if comparison.kind == Comparison.Kind.CALIBRATION:
         ok = gold_correct(judgment.choice, gold_choice=comparison.gold_choice,
                           gold_accepts=comparison.gold_accepts)
         if ok is not None:
             _gold_tally(campaign=campaign, annotator_id=judgment.annotator_id, correct=ok)
-    elif comparison.kind == Comparison.Kind.REGULAR:
+    if ok is None:
+        # The annotator's row of the quality table from their first judgment on (the gold
+        # tally makes it otherwise), so the table lists everyone who rated, with a live count,
+        # before the first recompute. One INSERT ... ON CONFLICT DO NOTHING.
+        AnnotatorQuality.objects.bulk_create(
+            [AnnotatorQuality(campaign=campaign, annotator_id=judgment.annotator_id)],
+            ignore_conflicts=True)
+    if comparison.kind == Comparison.Kind.REGULAR:
         if campaign.reshow_rate > 0 and rng.random() < campaign.reshow_rate:
             calibration_reshow_create(judgment=judgment)
         # Only once the wanted judgments are all claimed can they disagree enough to matter.
