@@ -76,8 +76,12 @@ class ForbiddenWithoutTraceback(logging.Filter):
     checks, the admin actions); 500s keep their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "status_code", None) != 403:
+        # The mark: logging configured twice (a test server, a worker) attaches the filter
+        # twice, and the line must still say its suffix once.
+        if getattr(record, "status_code", None) != 403 or getattr(record, "forbidden_logged",
+                                                                  False):
             return True
+        record.forbidden_logged = True
         request = getattr(record, "request", None)
         user = getattr(request, "user", None)
         who = (user.get_username() if user is not None and user.is_authenticated

@@ -242,10 +242,11 @@ def test_the_sweep_page_has_one_line_per_child_with_kl_and_proxy_reward(client_f
     page = client.get(f"/training/sweeps/{sweep.pk}/").content.decode()
     rows = re.findall(r'<tr data-run="(\d+)" data-status="(\w+)">(.*?)</tr>', page, re.S)
     assert [(int(r), s) for r, s, _ in rows] == [(first.pk, "succeeded"), (second.pk, "queued")]
-    assert '<td class="num" data-key="seed">3</td>' in rows[0][2]
-    assert '<td class="num" data-col="kl">0.4200</td>' in rows[0][2]
-    assert '<td class="num" data-col="proxy_reward">1.5000</td>' in rows[0][2]
-    assert '<td class="num" data-col="kl">—</td>' in rows[1][2]
+    assert '<td class="num" data-key="seed" data-label="seed">3</td>' in rows[0][2]
+    assert '<td class="num" data-col="kl" data-label="KL">0.4200</td>' in rows[0][2]
+    assert ('<td class="num" data-col="proxy_reward" data-label="Proxy reward">1.5000</td>'
+            in rows[0][2])
+    assert '<td class="num" data-col="kl" data-label="KL">—</td>' in rows[1][2]
     # A child still queued keeps the table polling; with all ended it stops.
     assert 'hx-trigger="every 2s"' in page
     from training.services.runs import run_cancel
