@@ -125,6 +125,8 @@ def test_keyboard_only_rating_records_what_was_on_screen(live_server):
         page.on("framenavigated",
                 lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
         submits: list[dict] = []
+        posts: list[str] = []
+        page.on("request", lambda req: posts.append(req.url) if req.method == "POST" else None)
         page.on("request", lambda req: submits.append(req.headers)
                 if req.method == "POST" and req.url.endswith("/submit/") else None)
 
@@ -199,23 +201,39 @@ def test_keyboard_only_rating_records_what_was_on_screen(live_server):
         assert len(submits) == len(STEPS)
         assert page.locator(".progress-label").inner_text().startswith(f"{len(STEPS)} done")
 
-        # `s` skips the item on screen (with the default reason) and brings the next one.
+        # `s` opens the skip box and sends nothing (a mis-press between `w` and `x` is harmless);
+        # Enter in the box skips with the reason picked (the first, by default).
         skipped_token = page.locator(TOKEN).input_value()
+        posts_before = len(posts)
+        page.keyboard.press("s")
+        assert page.locator("#skip-box").evaluate("d => d.open") is True
+        page.wait_for_timeout(200)
+        assert page.locator(TOKEN).input_value() == skipped_token
+        assert len(posts) == posts_before, "s sent a request"
         with page.expect_response(lambda r: r.url.endswith("/skip/")) as response_info:
-            page.keyboard.press("s")
+            page.keyboard.press("Enter")
         assert response_info.value.status == 200
         _wait_for_next_item(page, skipped_token)
         assert page.evaluate("window.__gaplabNoReload") == "still here"
+        assert "Skipped (I cannot judge this)" in page.locator("#skip-notice").inner_text()
 
-        # Enter on a focused button does what the button says: here Skip, even with a choice made.
+        # Enter on a focused button does what the button says: here Undo, even with a choice made.
         button_token = page.locator(TOKEN).input_value()
         page.keyboard.press("1")
         page.keyboard.press("q")
-        page.locator("#skip-form button[type=submit]").focus()
-        with page.expect_response(lambda r: r.url.endswith(("/skip/", "/submit/"))) as info:
+        page.locator("#skip-notice button[type=submit]").focus()
+        with page.expect_response(lambda r: r.url.endswith(("/undo/", "/submit/"))) as info:
             page.keyboard.press("Enter")
-        assert info.value.url.endswith("/skip/"), "Enter on the Skip button submitted a judgment"
+        assert info.value.url.endswith("/skip/undo/"), "Enter on Undo submitted a judgment"
         _wait_for_next_item(page, button_token)
+        assert page.locator(TOKEN).input_value() == skipped_token  # the skipped item is back
+
+        # Skipped again with another reason, picked by its key in the box.
+        page.keyboard.press("s")
+        page.keyboard.press("2")
+        with page.expect_response(lambda r: r.url.endswith("/skip/")):
+            page.keyboard.press("Enter")
+        _wait_for_next_item(page, skipped_token)
 
         # Wide: the two responses side by side. Narrow (phone): stacked, no sideways scrolling.
         page.screenshot(path=str(out / "annotate.png"), full_page=True)
@@ -254,11 +272,10 @@ def test_keyboard_only_rating_records_what_was_on_screen(live_server):
         assert judgment.seconds_spent > 0
     skipped = Assignment.objects.get(token=skipped_token)
     assert skipped.status == Assignment.Status.SKIPPED
-    assert skipped.skip_reason == "cannot judge"
+    assert skipped.skip_reason == "offensive content"
     assert not Judgment.objects.filter(assignment=skipped).exists()
-    skipped = Assignment.objects.get(token=button_token)
-    assert skipped.status == Assignment.Status.SKIPPED
-    assert not Judgment.objects.filter(assignment=skipped).exists()
+    # The item shown in its place, before the undo, went back to the pool unanswered.
+    assert not Assignment.objects.filter(token=button_token).exists()
     assert (out / "annotate.png").stat().st_size > 0
     assert (out / "annotate-narrow.png").stat().st_size > 0
 
