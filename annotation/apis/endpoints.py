@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -14,7 +12,7 @@ from rest_framework.views import APIView
 
 from annotation import selectors
 from annotation.choices import SCREEN_CHOICES
-from annotation.errors import GoneError, NotFoundError
+from annotation.errors import NotFoundError
 from annotation.models import Campaign, PreferenceExport
 from annotation.pagination import LimitOffsetPagination
 from annotation.permissions import HasAnyRole, IsAdminOrResearcher, IsAnnotator
@@ -25,6 +23,7 @@ from annotation.services import (
     judgment_submit_from_screen,
     preference_export_create,
 )
+from annotation.services.exports import preference_export_file
 from annotation.services.imports import comparisons_import_file
 
 
@@ -235,8 +234,9 @@ class ComparisonImportApi(APIView):
 class _ExportOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = PreferenceExport
-        fields = ["id", "campaign", "format", "sources", "status", "attempts", "row_count", "error",
-                  "created_at", "finished_at", "purged_at"]
+        fields = ["id", "campaign", "format", "sources", "status", "attempts", "row_count",
+                  "size_bytes", "content_hash", "error", "created_at", "finished_at",
+                  "purged_at"]
 
 
 class PreferenceExportCreateApi(APIView):
@@ -285,9 +285,6 @@ class PreferenceExportDownloadApi(APIView):
         export = get_object_or_404(PreferenceExport, pk=export_id,
                                    status=PreferenceExport.Status.SUCCEEDED,
                                    format=PreferenceExport.Format.JSONL)
-        path = Path(export.path)
-        if export.purged_at is not None or not path.is_file():
-            raise GoneError("This export's file was deleted by the retention policy; "
-                            "export again.")
+        path = preference_export_file(export=export)  # GoneError (410): purged or missing
         return FileResponse(path.open("rb"), as_attachment=True, filename=path.name,
                             content_type="application/jsonl")

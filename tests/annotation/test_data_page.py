@@ -323,3 +323,15 @@ def test_snapshot_hash_is_recomputable_from_the_download(labelled, client_for):
                              params=snapshot.params)
     assert snapshot_hash(header=header, body=b"".join(got.streaming_content)) == \
         snapshot.content_hash
+
+
+def test_api_reports_the_exports_hash_and_size_and_410s_a_missing_file(labelled, cast,
+                                                                      client_for):
+    export = _export(labelled, cast["researcher"])
+    client = client_for("researcher")
+    detail = client.get(f"/api/exports/{export.pk}/").json()
+    assert (detail["content_hash"], detail["size_bytes"]) == (export.content_hash,
+                                                               export.size_bytes)
+    Path(export.path).unlink()
+    gone = client.get(f"/api/exports/{export.pk}/download/")
+    assert gone.status_code == 410 and "missing on the server" in gone.json()["detail"]
