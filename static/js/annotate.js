@@ -82,7 +82,12 @@
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const form = document.getElementById("judgment-form");
     const box = skipBox();
-    if (box && box.open && !typing(event.target)) { skipBoxKey(box, event); return; }
+    // The box takes the keys while the focus is in it (or nowhere): Enter on Submit, tabbed to
+    // with the box still open, submits the judgment, not the skip.
+    if (box && box.open && (box.contains(event.target) || event.target === document.body)) {
+      skipBoxKey(box, event);
+      return;
+    }
     if (typing(event.target)) {
       if (event.key === "Escape") event.target.blur();
       return;
