@@ -1,7 +1,8 @@
 """The quality pages fit at 1440, 1366 and 390 px (issue 10, point 3): the campaign page with
 long alert messages, the annotator table with a dozen annotators and a timeline, each checked by
 ``assert_fits`` (a table cut off behind a sideways scroll counts as overflowing); at 1440 the
-Acknowledge button is in view without scrolling sideways; the timeline un-pauses (point 6).
+Acknowledge button is in view without scrolling sideways; the timeline un-pauses (point 6); and
+"Recompute now" follows its job to the end (point 5).
 
 One browser, one login, one page resized between widths. Screenshots: tests/artifacts/screens/.
 """
@@ -77,6 +78,7 @@ def test_quality_pages_fit_and_the_timeline_unpauses(live_server, settings):
     campaign, raters, admin = _seed()
     base = live_server.url
     pages = {
+        "quality-index": f"{base}/quality/",
         "campaign": f"{base}/quality/campaigns/{campaign.pk}/",
         "annotators": f"{base}/quality/campaigns/{campaign.pk}/annotators/",
         "timeline": f"{base}/quality/campaigns/{campaign.pk}/annotators/{raters[0].username}/",
@@ -117,4 +119,13 @@ def test_quality_pages_fit_and_the_timeline_unpauses(live_server, settings):
         assert page.locator("#annotator-status").get_attribute("data-status") == "active"
         assert "Un-paused by polish-admin" in page.locator("#unpaused-note").inner_text()
         assert page.locator("#unpause").count() == 0
+
+        # "Recompute now" queues the job and the block follows it until it is done (tasks run
+        # eagerly here, right after the request commits).
+        page.goto(pages["campaign"])
+        with page.expect_response(lambda r: r.url.endswith("/recompute/")) as info:
+            page.locator("#recompute-now").click()
+        assert info.value.status == 200
+        page.locator('#estimates[data-recompute="succeeded"]').wait_for()
+        assert "recomputed" in page.locator("#recompute-state").inner_text()
     assert AnnotatorProfile.objects.get(user=raters[0]).status == AnnotatorProfile.Status.ACTIVE
