@@ -145,3 +145,11 @@ def test_api_403_from_django_is_json():
 
     response = handlers.permission_denied(RequestFactory().get("/api/x/"), PermissionDenied())
     assert response.status_code == 403 and "permission" in json.loads(response.content)["detail"]
+
+
+def test_a_bad_host_gets_the_site_400_page_and_json_under_api():
+    client = Client(HTTP_HOST="not-allowed.example")
+    page = client.get("/training/")
+    assert page.status_code == 400 and 'id="error-400"' in page.content.decode()
+    api = client.get("/api/campaigns/")
+    assert api.status_code == 400 and api.json() == {"detail": "Bad request."}

@@ -17,6 +17,7 @@ from annotation.services.jobs import job_start, job_succeed
 from tests.browser_support import VIEWPORTS, assert_fits, chromium_browser, log_in
 from tests.conftest import PASSWORD
 from tests.evaluation.test_dashboard import experiment_from, sweep_rows
+from tests.evaluation.test_dashboard_browser import CSP_WATCH
 from tests.factories import CampaignFactory
 from training.models import ModelKind, RegisteredModel, RunArtifact, TrainingRun
 from training.services.progress import RunReporter
@@ -92,6 +93,8 @@ def test_training_gap_and_error_pages_fit_at_every_width(live_server, cast, tmp_
     with chromium_browser() as browser:
         page = browser.new_page()
         page.set_default_timeout(15_000)
+        page.add_init_script(CSP_WATCH)  # no inline style or script on any of these pages
+        csp: list[str] = []
         log_in(page, base, "researcher", PASSWORD)
         for width, viewport in VIEWPORTS.items():
             page.set_viewport_size(viewport)
@@ -111,6 +114,7 @@ def test_training_gap_and_error_pages_fit_at_every_width(live_server, cast, tmp_
                 page.evaluate("() => document.querySelectorAll('details')"
                               ".forEach(d => { d.open = true; })")
                 _fits(page, name, width, failures)
+                csp += page.evaluate("() => window.__csp")
 
         # The error pages on a phone: an annotator on a staff page, and an unknown address.
         page.set_viewport_size(VIEWPORTS["390"])
@@ -120,8 +124,11 @@ def test_training_gap_and_error_pages_fit_at_every_width(live_server, cast, tmp_
         assert response.status == 403
         assert page.locator("#error-403 a", has_text="Log in as someone else").count() == 1
         _fits(page, "error-403", "390", failures)
+        csp += page.evaluate("() => window.__csp")
         response = page.goto(base + "/training/runs/0/" + "a-long-address-" * 8)
         assert response.status == 404
         assert page.locator("#error-404").count() == 1
         _fits(page, "error-404", "390", failures)
+        csp += page.evaluate("() => window.__csp")
+    assert csp == [], csp
     assert not failures, "\n\n".join(failures)
