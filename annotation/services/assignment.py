@@ -293,7 +293,8 @@ def assignment_skip_undo(*, assignment: Assignment, annotator: AbstractBaseUser,
             raise ConflictError("There is no skip to undo: this comparison was not skipped.")
         undoable = assignment_skip_undoable(campaign=campaign, annotator=annotator, now=now)
         if undoable is None or undoable.pk != skipped.pk:
-            if now - skipped.finished_at > timedelta(seconds=SKIP_UNDO_SECONDS):
+            if (skipped.finished_at is None
+                    or now - skipped.finished_at > timedelta(seconds=SKIP_UNDO_SECONDS)):
                 raise ConflictError(
                     f"Too late to undo this skip: a skip can be undone for "
                     f"{SKIP_UNDO_SECONDS // 60} minutes.")

@@ -291,3 +291,18 @@ def test_a_finished_batch_is_said_instead_of_wrapping_to_zero(rater):
                        {"token": token, "idempotency_key": token, "choice": "tie"},
                        **HTMX).content.decode()
     assert "Batch 1 done" not in html and f"batch 1/{PROGRESS_BATCH}" in html
+
+
+def test_undo_after_no_work_left_brings_the_only_item_back(rater):
+    client, _ = rater
+    campaign = CampaignFactory(overlap=1)
+    only = ComparisonFactory(campaign=campaign)
+    token = _token(client.post(f"/annotate/{campaign.pk}/start/", **HTMX).content.decode())
+    html = client.post(f"/annotate/{campaign.pk}/skip/", {"token": token, "reason": "other"},
+                       **HTMX).content.decode()
+    assert "No work left" in html and "Skipped (Other)" in html
+    assert _counts(only) == [(0, False)]
+    html = client.post(f"/annotate/{campaign.pk}/skip/undo/", {"skipped_token": token},
+                       **HTMX).content.decode()
+    assert _token(html) == token and "No work left" not in html
+    assert _counts(only) == [(1, True)]
