@@ -101,10 +101,19 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export preferences (TRL JSONL)")
     def export_preferences(self, request, queryset):
+        queued = 0
         for campaign in queryset:
-            preference_export_create(campaign=campaign, fmt=PreferenceExport.Format.JSONL,
-                                     requested_by=request.user)
-        self.message_user(request, f"Queued {queryset.count()} export(s).", messages.SUCCESS)
+            try:
+                preference_export_create(campaign=campaign, fmt=PreferenceExport.Format.JSONL,
+                                         requested_by=request.user)
+            except ApplicationError as exc:  # the requester's export limits (429)
+                self.message_user(request, f"{campaign}: {exc.message}", messages.ERROR)
+            else:
+                queued += 1
+        if queued:
+            self.message_user(request, format_html(
+                'Queued {} export(s); they are listed, and download, on the <a href="{}">data '
+                "page</a>.", queued, reverse("data-home")), messages.SUCCESS)
 
     @admin.action(description="Create snapshot", permissions=["add_snapshot"])
     def create_snapshot(self, request, queryset):

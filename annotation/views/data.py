@@ -143,6 +143,8 @@ def data_export_row(request: HttpRequest, export_id: int) -> HttpResponse:
     """One export's row, which a queued or running export polls until it ends."""
     export = data_export_get(export_id=export_id)
     if export is None:
+        if request.htmx:  # deleted meanwhile: the row goes, and its polling with it
+            return HttpResponse("", status=STOP_POLLING)
         return _unavailable(request, f"Export #{export_id} does not exist.", status=404)
     ended = export.status in PreferenceExport.TERMINAL
     return render(request, PAGE + "#export-row", {"export": export},

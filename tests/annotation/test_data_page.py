@@ -335,3 +335,35 @@ def test_api_reports_the_exports_hash_and_size_and_410s_a_missing_file(labelled,
     Path(export.path).unlink()
     gone = client.get(f"/api/exports/{export.pk}/download/")
     assert gone.status_code == 410 and "missing on the server" in gone.json()["detail"]
+
+
+def test_data_page_queries_do_not_grow_with_rows(labelled, cast, client_for,
+                                                 django_assert_num_queries):
+    """Session, user, roles, the nav's annotator profile, three campaign lists (the filter and
+    two forms), snapshots, exports: nine, however many rows."""
+    snapshot_create(campaign=labelled, method="majority", created_by=cast["admin"])
+    for _ in range(3):
+        _export(labelled, cast["researcher"])
+    client = client_for("researcher")
+    with django_assert_num_queries(9):
+        client.get("/data/")
+    snapshot_create(campaign=labelled, method="bradley_terry", created_by=cast["researcher"])
+    _export(labelled, cast["admin"], fmt="dataset")
+    with django_assert_num_queries(9):
+        assert client.get("/data/").status_code == 200
+
+
+def test_campaign_export_action_past_the_limit_says_why_instead_of_failing(labelled, cast,
+                                                                         client_for, settings):
+    settings.GAPLAB_EXPORT_MAX_ACTIVE = 1
+    preference_export_create(campaign=labelled, fmt="jsonl", requested_by=cast["admin"])
+    answer = client_for("admin").post("/admin/annotation/campaign/", {
+        "action": "export_preferences", "_selected_action": [labelled.pk]}, follow=True)
+    assert answer.status_code == 200 and "queued or running" in answer.content.decode()
+    assert PreferenceExport.objects.count() == 1
+
+
+def test_a_polled_row_whose_export_is_gone_stops_polling(cast, client_for):
+    answer = client_for("researcher").get("/data/exports/999999/row/", HTTP_HX_REQUEST="true")
+    assert answer.status_code == 286 and answer.content == b""
+    assert client_for("researcher").get("/data/exports/999999/row/").status_code == 404
