@@ -5,7 +5,8 @@
  * metrics may arrive in two writes; points are keyed by step, so a repeat replaces). Each
  * <canvas data-group="loss|reward|kl|other"> draws the metrics the server put in its group with
  * the vendored Chart.js 4. After the terminal answer one last fetch is drawn and polling stops.
- * A drawn canvas has data-points="N" (points drawn) for tests and screen readers.
+ * A drawn canvas has data-points="N" (points drawn) for tests and screen readers; a group's box
+ * stays hidden until a metric of that group arrives.
  */
 (function () {
   "use strict";
@@ -45,6 +46,10 @@
       if (!charts[group]) {
         const canvas = box.querySelector(`canvas[data-group="${group}"]`);
         if (!canvas || typeof Chart === "undefined") return null;
+        // Boxes start hidden (run.html): a group with no metric (a method that reports no
+        // reward) takes no room; shown before drawing, so Chart.js sizes it.
+        const figure = canvas.closest("figure");
+        if (figure) figure.hidden = false;
         charts[group] = chartFor(canvas, titles[group] || group);
       }
       return charts[group];
