@@ -19,7 +19,7 @@ from annotation.models import JobStatus, PreferenceExport
 from annotation.services.exports import preference_export_run
 from annotation.services.imports import comparisons_import_file
 from annotation.services.snapshots import snapshot_create
-from tests.browser_support import VIEWPORTS, assert_fits, chromium_browser, log_in
+from tests.browser_support import VIEWPORTS, assert_fits, chromium_browser, log_in, screenshot
 from tests.conftest import PASSWORD
 from tests.factories import CampaignFactory
 
@@ -57,12 +57,14 @@ def test_admin_exports_in_the_admin_and_the_data_page_fits(live_server, cast, tm
         page.goto(f"{base}/admin/annotation/preferenceexport/add/")
         page.select_option("select[name=campaign]", str(campaign.pk))
         page.select_option("select[name=format]", "jsonl")
+        screenshot(page, "admin-export-add", "1440")
         with page.expect_navigation():
             page.click("#preferenceexport-add-form input[type=submit]")
         export = PreferenceExport.objects.get(requested_by=cast["admin"])
         assert page.url.endswith(f"/admin/annotation/preferenceexport/{export.pk}/change/")
         assert export.status == JobStatus.SUCCEEDED and export.row_count == 6
         assert page.locator("select, input[name=_save]").count() == 0  # view-only
+        screenshot(page, "admin-export-done", "1440")
         with page.expect_download() as info:
             page.click("a:has-text('download .jsonl')")
         download = info.value
