@@ -13,6 +13,8 @@ urlpatterns = [
          name="data-snapshot-download"),
     path("exports/", views.data_export_create, name="data-export-create"),
     path("exports/<int:export_id>/row/", views.data_export_row, name="data-export-row"),
+    path("exports/<int:export_id>/cancel/", views.data_export_cancel,
+         name="data-export-cancel"),
     path("exports/<int:export_id>/download/", views.data_export_download,
          name="data-export-download"),
 ]

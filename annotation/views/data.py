@@ -27,7 +27,11 @@ from annotation.selectors.snapshots import (
     data_snapshot_list,
 )
 from annotation.services import Role, preference_export_create
-from annotation.services.exports import directory_zip, preference_export_file
+from annotation.services.exports import (
+    directory_zip,
+    preference_export_cancel,
+    preference_export_file,
+)
 from annotation.services.snapshots import snapshot_create, snapshot_file
 
 PAGE = "data/home.html"
@@ -149,6 +153,25 @@ def data_export_row(request: HttpRequest, export_id: int) -> HttpResponse:
     ended = export.status in PreferenceExport.TERMINAL
     return render(request, PAGE + "#export-row", {"export": export},
                   status=STOP_POLLING if ended and request.htmx else 200)
+
+
+@require_POST
+@role_required(Role.ADMIN, Role.RESEARCHER)
+def data_export_cancel(request: HttpRequest, export_id: int) -> HttpResponse:
+    """Cancel a queued export, or ask a running one to stop; htmx swaps the row in place."""
+    export = get_object_or_404(PreferenceExport, pk=export_id)
+    error = ""
+    try:
+        preference_export_cancel(export=export)
+    except ApplicationError as exc:
+        error = exc.message
+    if not request.htmx:
+        if error:
+            return _unavailable(request, error, status=409)
+        return _back(export.campaign, f"export-{export.pk}")
+    # htmx swaps only 2xx, so a refusal is shown inside the swapped row.
+    return render(request, PAGE + "#export-row",
+                  {"export": data_export_get(export_id=export.pk), "error": error})
 
 
 def _unavailable(request: HttpRequest, message: str, *, status: int) -> HttpResponse:

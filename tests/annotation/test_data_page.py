@@ -367,3 +367,20 @@ def test_a_polled_row_whose_export_is_gone_stops_polling(cast, client_for):
     answer = client_for("researcher").get("/data/exports/999999/row/", HTTP_HX_REQUEST="true")
     assert answer.status_code == 286 and answer.content == b""
     assert client_for("researcher").get("/data/exports/999999/row/").status_code == 404
+
+
+def test_researcher_cancels_a_queued_export_from_its_row(labelled, cast, client_for):
+    export = preference_export_create(campaign=labelled, fmt="jsonl", requested_by=cast["admin"])
+    client = client_for("researcher")
+    page = client.get("/data/").content.decode()
+    assert f'hx-post="/data/exports/{export.pk}/cancel/"' in page
+    assert client_for("annotator").post(f"/data/exports/{export.pk}/cancel/").status_code == 403
+    row = client.post(f"/data/exports/{export.pk}/cancel/", HTTP_HX_REQUEST="true")
+    export.refresh_from_db()
+    assert row.status_code == 200 and export.status == JobStatus.CANCELLED
+    assert "Cancelled before it started." in row.content.decode()
+    assert "hx-trigger" not in row.content.decode()
+    again = client.post(f"/data/exports/{export.pk}/cancel/")
+    assert again.status_code == 409 and "already ended" in again.content.decode()
+    refused = client.post(f"/data/exports/{export.pk}/cancel/", HTTP_HX_REQUEST="true")
+    assert refused.status_code == 200 and 'role="alert"' in refused.content.decode()
