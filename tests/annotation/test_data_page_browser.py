@@ -41,6 +41,8 @@ def _seed(tmp_path, settings):
     PreferenceExport.objects.create(
         campaign=campaign, status=JobStatus.FAILED, error="ValueError: " + "x" * 200,
         finished_at=campaign.created_at)
+    # Waits for a worker throughout (a bare row, no outbox message): its Cancel must fit too.
+    PreferenceExport.objects.create(campaign=campaign, format="jsonl")
     return campaign
 
 
