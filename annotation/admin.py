@@ -75,7 +75,8 @@ class CampaignAdmin(admin.ModelAdmin):
             try:
                 result = comparisons_import_file(
                     campaign=form.cleaned_data["campaign"], source=form.cleaned_data["file"],
-                    skip_invalid=form.cleaned_data.get("skip_invalid", False))
+                    skip_invalid=form.cleaned_data.get("skip_invalid", False),
+                    allow_duplicates=form.cleaned_data.get("allow_duplicates", False))
             except importers.ImportFileError as exc:
                 for error in exc.errors[: importers.MAX_ERRORS_REPORTED]:
                     form.add_error("file", error)

@@ -51,6 +51,10 @@ class ImportUploadForm(forms.Form):
     skip_invalid = forms.BooleanField(
         required=False, help_text="Import the valid rows and list the refused ones, instead of "
         "refusing the whole file.")
+    allow_duplicates = forms.BooleanField(
+        required=False, label="Import duplicates too",
+        help_text="Rows the campaign already has (same conversation, responses, kind and gold) "
+        "are skipped unless this is ticked.")
 
     def __init__(self, *args, **kwargs) -> None:
         from annotation.models import Campaign

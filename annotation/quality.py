@@ -1065,7 +1065,7 @@ def quality_recompute(
 # Implausible speed
 # --------------------------------------------------------------------------------------------
 
-# Defaults of the speed flag; the recompute reads GAPLAB_SPEED_* settings of the same names.
+# Defaults of the speed flag; the recompute passes the GAPLAB_SPEED_* settings (config/settings.py).
 # A judgment is implausibly fast when it took less than SPEED_MIN_SECONDS (seeing the item,
 # deciding, pressing a key) plus the time to read both responses at SPEED_CHARS_PER_SECOND.
 # 100 characters a second is about 1,200 words a minute, four times a fast reader and faster

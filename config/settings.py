@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 
-from config.env import envbool, envint, envstr
+from config.env import envbool, envfloat, envint, envstr
 
 
 def envrate(name: str, default: str) -> str | None:
@@ -393,6 +393,14 @@ GAPLAB_EXPORT_RETENTION_DAYS = envint("GAPLAB_EXPORT_RETENTION_DAYS", 14)
 GAPLAB_QUALITY_ON_SUBMIT = envbool("GAPLAB_QUALITY_ON_SUBMIT", True)
 # A campaign's full quality recompute and drift scan runs every this many of its judgments.
 GAPLAB_QUALITY_RECOMPUTE_EVERY = envint("GAPLAB_QUALITY_RECOMPUTE_EVERY", 50)
+# The speed flag (annotation.quality.speed_flag, checked at each recompute): a judgment faster
+# than MIN_SECONDS plus both responses read at CHARS_PER_SECOND is implausible; a SPEED alert
+# when more than SHARE of a run of WINDOW judgments is, never before MIN_JUDGMENTS.
+GAPLAB_SPEED_MIN_SECONDS = envfloat("GAPLAB_SPEED_MIN_SECONDS", 1.0)
+GAPLAB_SPEED_CHARS_PER_SECOND = envfloat("GAPLAB_SPEED_CHARS_PER_SECOND", 100.0)
+GAPLAB_SPEED_WINDOW = envint("GAPLAB_SPEED_WINDOW", 20)
+GAPLAB_SPEED_SHARE = envfloat("GAPLAB_SPEED_SHARE", 0.5)
+GAPLAB_SPEED_MIN_JUDGMENTS = envint("GAPLAB_SPEED_MIN_JUDGMENTS", 10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GAPLAB_IMPORT_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

@@ -29,6 +29,7 @@ MATRIX = [
     ("post", "/annotate/{c}/start/", [LOGIN, "redirect:/annotate/", 403, 403, 403]),
     ("post", "/annotate/{c}/submit/", [LOGIN, 400, 403, 403, 403]),
     ("post", "/annotate/{c}/skip/", [LOGIN, 400, 403, 403, 403]),
+    ("post", "/annotate/{c}/skip/undo/", [LOGIN, 400, 403, 403, 403]),
     ("get", "/accounts/login/", [200, 200, 200, 200, 200]),
     ("post", "/accounts/logout/", ["redirect:/accounts/login/"] * 5),
     ("get", "/admin/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),
@@ -57,6 +58,18 @@ MATRIX = [
     ("get", "/quality/campaigns/{c}/annotators/annotator/", [LOGIN, 403, 200, 200, 403]),
     ("post", "/quality/campaigns/{c}/annotators/nobody/unpause/", [LOGIN, 403, 404, 403, 403]),
     ("post", "/quality/campaigns/{c}/alerts/0/acknowledge/", [LOGIN, 403, 404, 403, 403]),
+    # "Recompute now": anyone on the dashboards sees its state; only admins queue one.
+    ("get", "/quality/campaigns/{c}/recompute/", [LOGIN, 403, 200, 200, 403]),
+    ("post", "/quality/campaigns/{c}/recompute/",
+     [LOGIN, 403, "redirect:/quality/campaigns/", 403, 403]),
+    # The researcher's data page: snapshots and exports, made and downloaded in the browser.
+    ("get", "/data/", [LOGIN, 403, 200, 200, 403]),
+    ("post", "/data/snapshots/", [LOGIN, 403, 400, 400, 403]),
+    ("get", "/data/snapshots/0/download/", [LOGIN, 403, 404, 404, 403]),
+    ("post", "/data/exports/", [LOGIN, 403, 400, 400, 403]),
+    ("get", "/data/exports/{e}/row/", [LOGIN, 403, 200, 200, 403]),
+    ("post", "/data/exports/{e}/cancel/", [LOGIN, 403, 409, 409, 403]),
+    ("get", "/data/exports/{e}/download/", [LOGIN, 403, 200, 200, 403]),
     # Training: researchers and admins; {r} is a run that has ended (so cancel is a 409),
     # {a} one of its artifacts, {s} a sweep.
     ("get", "/admin/training/trainingrun/", [ADMIN_LOGIN, ADMIN_LOGIN, 200, 200, ADMIN_LOGIN]),

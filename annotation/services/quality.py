@@ -375,18 +375,13 @@ def _drift_alerts_create(*, campaign: Campaign, data: CampaignFrame,
 
 
 def _speed_settings() -> dict:
-    """The speed flag's knobs (``quality.speed_flag``), overridable by GAPLAB_SPEED_* settings."""
-    from annotation import quality
-
+    """The speed flag's knobs (``quality.speed_flag``): the GAPLAB_SPEED_* settings."""
     return {
-        "min_seconds": float(getattr(settings, "GAPLAB_SPEED_MIN_SECONDS",
-                                     quality.SPEED_MIN_SECONDS)),
-        "chars_per_second": float(getattr(settings, "GAPLAB_SPEED_CHARS_PER_SECOND",
-                                          quality.SPEED_CHARS_PER_SECOND)),
-        "window": int(getattr(settings, "GAPLAB_SPEED_WINDOW", quality.SPEED_WINDOW)),
-        "share": float(getattr(settings, "GAPLAB_SPEED_SHARE", quality.SPEED_SHARE)),
-        "min_judgments": int(getattr(settings, "GAPLAB_SPEED_MIN_JUDGMENTS",
-                                     quality.SPEED_MIN_JUDGMENTS)),
+        "min_seconds": settings.GAPLAB_SPEED_MIN_SECONDS,
+        "chars_per_second": settings.GAPLAB_SPEED_CHARS_PER_SECOND,
+        "window": settings.GAPLAB_SPEED_WINDOW,
+        "share": settings.GAPLAB_SPEED_SHARE,
+        "min_judgments": settings.GAPLAB_SPEED_MIN_JUDGMENTS,
     }
 
 

@@ -149,3 +149,22 @@ def test_a_bad_file_still_imports_nothing_and_the_error_names_the_line(tmp_path)
     assert _counts(campaign) == (0, 0, 0)
     assert comparisons_import_file(campaign=campaign, source=_write(
         tmp_path / "ok.jsonl", [_row(1)])).comparisons == 1
+
+
+def test_the_admin_upload_skips_duplicates_and_says_so_unless_ticked(client_for):
+    campaign = CampaignFactory(name="upload")
+    body = "".join(json.dumps(_row(i)) + "\n" for i in range(2)).encode()
+    admin = client_for("admin")
+    url = "/admin/annotation/campaign/import/"
+
+    def upload(**extra):
+        return admin.post(url, {"campaign": campaign.pk,
+                                "file": SimpleUploadedFile("a.jsonl", body), **extra},
+                          follow=True)
+
+    upload()
+    page = upload().content.decode()
+    assert "All 2 rows are already in this campaign" in page
+    assert _counts(campaign)[0] == 2
+    upload(allow_duplicates="on")
+    assert _counts(campaign)[0] == 4
