@@ -1,6 +1,6 @@
-"""Seed the demo's training: tiny models, a snapshot of the demo campaign, the reference policy
-π₀ (SFT, run here), then a reward model and a small DPO β sweep queued for the gpu worker, so
-the run pages show live progress and then finished runs (issue 8, "Demo")."""
+"""Seed the demo's training: tiny models, a snapshot and an export of the demo campaign, the
+reference policy π₀ (SFT, run here), then a reward model and a small DPO β sweep queued for the
+gpu worker, so the run pages show live progress and then finished runs (issue 8, "Demo")."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ class Command(BaseCommand):
         from annotation.services.snapshots import snapshot_create
 
         snapshot = snapshot_create(campaign=target, method=Snapshot.Method.DAWID_SKENE)
+        # And an export of the same campaign, so the data page (/data/) lists one of each.
+        from annotation.services.exports import preference_export_create, preference_export_run
+
+        export = preference_export_create(campaign=target, fmt="jsonl", requested_by=None)
+        preference_export_run(export_id=export.pk)
         # pi0 first, here: DPO needs it as its base and reference.
         sft = run_create(method=Method.SFT, snapshot=snapshot, base_model=tiny["policy"],
                          seed=seed, name="demo: pi0 by SFT on the world's replies")
