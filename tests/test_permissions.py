@@ -46,6 +46,7 @@ MATRIX = [
     ("post", "/api/campaigns/{c}/next/", [401, 200, 403, 403, 403]),
     ("post", "/api/judgments/", [401, 400, 403, 403, 403]),
     ("post", "/api/assignments/skip/", [401, 400, 403, 403, 403]),
+    ("post", "/api/assignments/skip/undo/", [401, 400, 403, 403, 403]),
     ("get", "/api/campaigns/{c}/judgments/", [401, 403, 200, 200, 403]),
     ("post", "/api/campaigns/{c}/import/", [401, 403, 400, 400, 403]),
     ("post", "/api/campaigns/{c}/exports/", [401, 403, 202, 202, 403]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from annotation.apis.endpoints import (
     AssignmentSkipApi,
+    AssignmentSkipUndoApi,
     CampaignListApi,
     ComparisonImportApi,
     ComparisonNextApi,
@@ -17,6 +18,7 @@ from annotation.apis.endpoints import (
 
 __all__ = [
     "AssignmentSkipApi",
+    "AssignmentSkipUndoApi",
     "CampaignListApi",
     "ComparisonImportApi",
     "ComparisonNextApi",

@@ -20,6 +20,7 @@ from annotation.schema import error_responses
 from annotation.services import (
     assignment_issue_next,
     assignment_skip,
+    assignment_skip_undo,
     judgment_submit_from_screen,
     preference_export_create,
 )
@@ -135,6 +136,31 @@ class AssignmentSkipApi(APIView):
             raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
         assignment_skip(assignment=assignment, annotator=request.user,
                         reason=data.validated_data["reason"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AssignmentSkipUndoApi(APIView):
+    """Give the annotator's latest skip back (the page's Undo): 204, and ``next`` then returns
+    that comparison. Only the most recent skip, within two minutes, while nothing was answered
+    or skipped since and the comparison still has a free place; the item issued in its place
+    goes back to the pool (``assignment_skip_undo``)."""
+
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        token = serializers.UUIDField(help_text="The skipped assignment's token.")
+
+    @extend_schema(request=InputSerializer, responses={204: None,
+                                                       **error_responses(403, 404, 409)})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = selectors.assignment_get_for_annotator(
+            token=data.validated_data["token"], annotator=request.user
+        )
+        if assignment is None:
+            raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
+        assignment_skip_undo(assignment=assignment, annotator=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

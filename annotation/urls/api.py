@@ -9,6 +9,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/next/", apis.ComparisonNextApi.as_view(), name="api-next"),
     path("judgments/", apis.JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
     path("assignments/skip/", apis.AssignmentSkipApi.as_view(), name="api-skip"),
+    path("assignments/skip/undo/", apis.AssignmentSkipUndoApi.as_view(), name="api-skip-undo"),
     path("campaigns/<int:campaign_id>/judgments/", apis.JudgmentListApi.as_view(),
          name="api-judgments"),
     path("campaigns/<int:campaign_id>/import/", apis.ComparisonImportApi.as_view(),

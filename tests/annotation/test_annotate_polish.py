@@ -306,3 +306,26 @@ def test_undo_after_no_work_left_brings_the_only_item_back(rater):
                        **HTMX).content.decode()
     assert _token(html) == token and "No work left" not in html
     assert _counts(only) == [(1, True)]
+
+
+def test_the_api_undoes_the_latest_skip_and_next_returns_it(skipped):
+    """``POST /api/assignments/skip/undo/``: 204, then ``next`` gives the skipped item back; a
+    second undo (nothing left to undo) is a 409 that changes nothing, an unknown token a 404
+    naming the field."""
+    client, _, campaign, (first, second, third), token, _ = skipped
+    resp = client.post("/api/assignments/skip/undo/", {"token": token},
+                       content_type="application/json")
+    assert resp.status_code == 204
+    nxt = client.post(f"/api/campaigns/{campaign.pk}/next/")
+    assert nxt.status_code == 200 and nxt.json()["token"] == token
+    assert _counts(first, second, third) == [(1, True), (0, False), (0, False)]
+
+    before = _state()
+    again = client.post("/api/assignments/skip/undo/", {"token": token},
+                        content_type="application/json")
+    assert again.status_code == 409 and "no skip to undo" in again.json()["detail"]
+    missing = client.post("/api/assignments/skip/undo/",
+                          {"token": "00000000-0000-0000-0000-000000000000"},
+                          content_type="application/json")
+    assert missing.status_code == 404 and missing.json().get("field") == "token"
+    assert _state() == before
