@@ -13,7 +13,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from annotation.models import JobStatus, PreferenceExport
 from annotation.services.exports import preference_export_run
@@ -92,6 +91,3 @@ def test_admin_exports_in_the_admin_and_the_data_page_fits(live_server, cast, tm
             page.goto(f"{base}/data/")
             page.eval_on_selector_all("details.hash", "els => els.forEach(e => e.open = true)")
             assert_fits(page, "data", width)
-        # Under Playwright's sync API the ORM calls above ran in its greenlet's context, on a
-        # connection of their own: close it, or the test database cannot be dropped.
-        connection.close()

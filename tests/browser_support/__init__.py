@@ -34,10 +34,17 @@ def require_chromium() -> None:
 
 @contextmanager
 def chromium_browser() -> Iterator[object]:
-    """A headless Chromium (playwright.sync_api.Browser), closed on exit."""
+    """A headless Chromium (playwright.sync_api.Browser), closed on exit.
+
+    Inside ``sync_playwright`` the test's code runs in another context, where Django opens a
+    database connection of its own: it is closed on exit (left open, it kept the test database
+    from being dropped at the end of the run).
+    """
     require_chromium()
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
+    outer = connections["default"]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
@@ -46,6 +53,8 @@ def chromium_browser() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+            if connections["default"] is not outer:
+                connections.close_all()
 
 
 def artifacts_dir() -> Path:
