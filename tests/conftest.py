@@ -41,6 +41,19 @@ def _celery_eager(settings):
 
 
 @pytest.fixture
+def not_eager():
+    """Queued training runs publish their task after commit to the test broker instead of
+    running eagerly in this process (the test plays the worker); the gpu queue is purged
+    after."""
+    from config.celery import app
+
+    app.conf.task_always_eager = False
+    yield
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("gpu")
+
+
+@pytest.fixture
 def cast(db):
     """The fixed cast: one user per role, plus an outsider with no role."""
     from django.contrib.auth.models import User

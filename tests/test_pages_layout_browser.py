@@ -33,17 +33,6 @@ def stored(django_db_setup, django_db_blocker, tmp_path_factory):
     return sweep_rows(django_db_blocker, tmp_path_factory)
 
 
-@pytest.fixture
-def not_eager():
-    """Queued runs stay queued (their messages are purged): the test plays the worker."""
-    from config.celery import app
-
-    app.conf.task_always_eager = False
-    yield
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("gpu")
-
-
 def _world(tmp_path, settings, stored) -> dict[str, str]:
     """The pages' URLs over a finished run, a sweep (one child ended) and an experiment."""
     settings.GAPLAB_ARTIFACT_ROOT = tmp_path

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from annotation import selectors
 from annotation.choices import SCREEN_CHOICES
 from annotation.errors import NotFoundError
-from annotation.models import Campaign, PreferenceExport
+from annotation.models import Assignment, Campaign, PreferenceExport
 from annotation.pagination import LimitOffsetPagination
 from annotation.permissions import HasAnyRole, IsAdminOrResearcher, IsAnnotator
 from annotation.schema import error_responses
@@ -117,6 +117,15 @@ class JudgmentSubmitApi(APIView):
         return Response(self.OutputSerializer(judgment).data, status=status.HTTP_201_CREATED)
 
 
+def _own_assignment(request, token) -> Assignment:
+    """The requesting annotator's assignment with ``token``; a 404 naming the field otherwise
+    (someone else's token is not told apart from an unknown one)."""
+    assignment = selectors.assignment_get_for_annotator(token=token, annotator=request.user)
+    if assignment is None:
+        raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
+    return assignment
+
+
 class AssignmentSkipApi(APIView):
     permission_classes = [IsAnnotator]
 
@@ -129,13 +138,8 @@ class AssignmentSkipApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        assignment = selectors.assignment_get_for_annotator(
-            token=data.validated_data["token"], annotator=request.user
-        )
-        if assignment is None:
-            raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
-        assignment_skip(assignment=assignment, annotator=request.user,
-                        reason=data.validated_data["reason"])
+        assignment_skip(assignment=_own_assignment(request, data.validated_data["token"]),
+                        annotator=request.user, reason=data.validated_data["reason"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -155,12 +159,8 @@ class AssignmentSkipUndoApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        assignment = selectors.assignment_get_for_annotator(
-            token=data.validated_data["token"], annotator=request.user
-        )
-        if assignment is None:
-            raise NotFoundError("This comparison is not yours.", extra={"field": "token"})
-        assignment_skip_undo(assignment=assignment, annotator=request.user)
+        assignment_skip_undo(assignment=_own_assignment(request, data.validated_data["token"]),
+                             annotator=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

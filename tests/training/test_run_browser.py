@@ -28,16 +28,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 POINTS = "id => Number(document.getElementById(id).dataset.points || 0)"
 
 
-@pytest.fixture
-def not_eager():
-    from config.celery import app
-
-    app.conf.task_always_eager = False
-    yield
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("gpu")
-
-
 def test_the_run_page_shows_progress_and_a_chart_change_while_a_run_trains(
         live_server, cast, tmp_path, not_eager):
     require_chromium()

@@ -82,18 +82,6 @@ def test_a_bad_set_is_a_command_error_and_queues_nothing(inputs):
     assert not TrainingRun.objects.exists() and not OutboxMessage.objects.exists()
 
 
-@pytest.fixture
-def not_eager():
-    """Committed runs publish their task after commit; here it goes to the test broker instead
-    of running eagerly in this process (the test's thread is the worker), and is purged after."""
-    from config.celery import app
-
-    app.conf.task_always_eager = False
-    yield
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("gpu")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_wait_follows_progress_to_the_end_and_prints_one_json_line(inputs, not_eager):
     """A thread plays the worker: it starts the run, reports steps, and succeeds it, while the
