@@ -104,6 +104,17 @@ def _row_fingerprint(row: ImportRow) -> str:
         accepts=row.accepts)
 
 
+def campaign_import_lock(campaign: Campaign) -> None:
+    """Serialise imports into ``campaign`` until the caller's transaction ends.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: every judgment and assignment written meanwhile checks
+    its foreign key to the campaign with FOR KEY SHARE, which FOR UPDATE would block, so a
+    minute-long import would stall the campaign's annotators. NO KEY UPDATE blocks only another
+    import's lock (SQLite has no row locks: its transactions are serialised anyway).
+    """
+    Campaign.objects.select_for_update(no_key=True).filter(pk=campaign.pk).first()
+
+
 # Fingerprints looked up per query: SQLite allows 32,766 bound variables.
 _LOOKUP_CHUNK = 5000
 
@@ -239,10 +250,11 @@ def comparisons_import(*, campaign: Campaign, rows: list[ImportRow], label_sourc
     Its source labels become judgments of the dataset annotator of
     ``label_source or row.source or default_source`` (``FALLBACK_SOURCE`` when all are empty);
     its extra fields go to ``Prompt.extra``. Rows the campaign already has are skipped unless
-    ``allow_duplicates`` (the module docstring). The campaign row is locked first, so two
-    imports of one file at once cannot both find its rows new.
+    ``allow_duplicates`` (the module docstring). The campaign row is locked first
+    (``campaign_import_lock``), so two imports of one file at once cannot both find its rows
+    new.
     """
-    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    campaign_import_lock(campaign)
     total = len(rows)
     prints = [_row_fingerprint(row) for row in rows]
     if not allow_duplicates:

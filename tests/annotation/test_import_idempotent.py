@@ -13,6 +13,7 @@ import pytest
 from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from annotation.models import Comparison, Judgment, Prompt
 from annotation.services.imports import comparisons_import_file
@@ -168,3 +169,60 @@ def test_the_admin_upload_skips_duplicates_and_says_so_unless_ticked(client_for)
     assert _counts(campaign)[0] == 2
     upload(allow_duplicates="on")
     assert _counts(campaign)[0] == 4
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_an_import_in_progress_blocks_another_import_but_not_the_annotators():
+    """The import's lock on the campaign (FOR NO KEY UPDATE) serialises imports; the
+    campaign's annotators, whose inserts check their foreign key to it, go on meanwhile."""
+    import threading
+
+    from django.db import transaction
+
+    from annotation.services import assignment_issue_next, judgment_submit
+    from annotation.services.imports import campaign_import_lock
+    from tests.factories import ComparisonFactory, make_users
+
+    campaign = CampaignFactory(name="busy", overlap=2)
+    ComparisonFactory.create_batch(2, campaign=campaign)
+    (user,) = make_users(1)
+    holding, release = threading.Event(), threading.Event()
+    done: dict[str, bool] = {}
+
+    def importer():
+        with transaction.atomic():
+            campaign_import_lock(campaign)
+            holding.set()
+            release.wait(20)
+        connection.close()
+
+    def second_import():
+        with transaction.atomic():
+            campaign_import_lock(campaign)
+        done["import"] = True
+        connection.close()
+
+    def annotator():
+        assignment = assignment_issue_next(campaign=campaign, annotator=user)
+        judgment_submit(assignment=assignment, annotator=user, idempotency_key="k",
+                        choice="A", strength=2, seconds_spent=3.0)
+        done["judgment"] = True
+        connection.close()
+
+    first = threading.Thread(target=importer)
+    first.start()
+    assert holding.wait(10)
+    rater, other = threading.Thread(target=annotator), threading.Thread(target=second_import)
+    rater.start()
+    other.start()
+    rater.join(10)
+    other.join(1.0)
+    try:
+        assert done.get("judgment") and Judgment.objects.filter(campaign=campaign).count() == 1
+        assert "import" not in done  # still waiting for the first import
+    finally:
+        release.set()
+        first.join(10)
+        other.join(10)
+    assert done.get("import")
