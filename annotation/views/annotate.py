@@ -75,7 +75,7 @@ def _panel_context(request: HttpRequest, campaign: Campaign, *, error: str = "",
     """
     pause = selectors.annotator_pause(annotator=request.user)
     if pause is not None:
-        return {"campaign": campaign, "pause": pause}
+        return {"campaign": campaign, "pause": pause, "item": None}
     if claim:
         assignment, claim_error = _claim_next(request, campaign)
         error = error or claim_error

@@ -76,7 +76,9 @@ def test_paused_annotator_sees_only_the_pause_with_why_and_what_next(rater):
                  client.post(f"/annotate/{campaign.pk}/start/", **HTMX),
                  client.post(f"/annotate/{campaign.pk}/submit/",
                              {"token": token, "idempotency_key": token, "choice": "tie"},
-                             **HTMX)):
+                             **HTMX),
+                 # A plain post too (a tab opened before the pause, or no JavaScript).
+                 client.post(f"/annotate/{campaign.pk}/start/")):
         html = resp.content.decode()
         assert resp.status_code == 200
         assert 'id="paused"' in html and "Your rating is paused" in html
