@@ -1067,19 +1067,22 @@ def quality_recompute(
 
 # Defaults of the speed flag; the recompute passes the GAPLAB_SPEED_* settings (config/settings.py).
 # A judgment is implausibly fast when it took less than SPEED_MIN_SECONDS (seeing the item,
-# deciding, pressing a key) plus the time to read both responses at SPEED_CHARS_PER_SECOND.
-# 100 characters a second is about 1,200 words a minute, four times a fast reader and faster
-# than skimming, so the floor is generous to the rater: an honest reader clears it on every item
-# but the very shortest, where the 1 s dominates.
+# deciding, pressing a key) plus the time to read both responses at SPEED_CHARS_PER_SECOND,
+# counting at most SPEED_FLOOR_MAX_CHARS of them: 100 characters a second is about 1,200 words a
+# minute, faster than skimming, and past 2,000 characters an honest reader skims, so the floor
+# stops at 21 s. Only regular items count: degraded pairs and re-shows are meant to be quick.
 SPEED_MIN_SECONDS = 1.0
 SPEED_CHARS_PER_SECOND = 100.0
-# The flag looks at runs of SPEED_WINDOW judgments and fires when more than SPEED_SHARE of a run
-# is under its floor: a fast honest reader dips under it now and then (a one-word reply, a
-# repeated item); a rater pressing keys without reading is under it almost every time. Never on
-# fewer than SPEED_MIN_JUDGMENTS judgments.
+SPEED_FLOOR_MAX_CHARS = 2000
+# The flag looks at every run of SPEED_WINDOW consecutive judgments (full runs only) and fires
+# when at least SPEED_SHARE of one is under its floor. The stream is scanned at every position,
+# so the share must be rare for an honest rater in any window, not in one: an honest rater whose
+# times scatter widely (lognormal sigma 0.8) around twice the floor is under it 19% of the time,
+# and 16 of 20 then has a chance under 1e-8 per window. A rater pressing keys without
+# reading is under it every time.
 SPEED_WINDOW = 20
-SPEED_SHARE = 0.5
-SPEED_MIN_JUDGMENTS = 10
+SPEED_SHARE = 0.8
+SPEED_MIN_JUDGMENTS = 20
 
 
 @dataclass(frozen=True)
@@ -1087,7 +1090,7 @@ class SpeedFlag:
     """A run of implausibly fast judgments in one annotator's stream (0-based positions)."""
 
     onset: int           # the run's first judgment under its floor
-    alarm: int           # the run's last judgment, where the share first exceeded SPEED_SHARE
+    alarm: int           # the run's last judgment, where the share first reached SPEED_SHARE
     n_fast: int          # judgments of the run under their floor
     n: int               # judgments in the run
     median_seconds: float
@@ -1100,8 +1103,10 @@ class SpeedFlag:
 
 def reading_floor(chars: np.ndarray, *, min_seconds: float = SPEED_MIN_SECONDS,
                   chars_per_second: float = SPEED_CHARS_PER_SECOND) -> np.ndarray:
-    """The fewest seconds a judgment of two responses of ``chars`` characters in all can take."""
-    return min_seconds + np.asarray(chars, float) / chars_per_second
+    """The fewest seconds a judgment of two responses of ``chars`` characters in all can take
+    (reading counted up to SPEED_FLOOR_MAX_CHARS)."""
+    chars = np.minimum(np.asarray(chars, float), SPEED_FLOOR_MAX_CHARS)
+    return min_seconds + chars / chars_per_second
 
 
 def speed_flag(
@@ -1113,7 +1118,7 @@ def speed_flag(
     """The first run of one annotator's judgments (time order) that is mostly too fast, or None.
 
     Runs are the last ``min(window, k)`` judgments at each position from ``start`` on (k
-    judgments seen since ``start``, at least ``min_judgments``); a run is flagged when more than
+    judgments seen since ``start``, at least ``min_judgments``); a run is flagged when at least
     ``share`` of it took less than :func:`reading_floor`. ``start`` skips what an earlier alert
     already reported. Linear in the stream (running sums).
     """
@@ -1128,7 +1133,7 @@ def speed_flag(
     ends = np.arange(n) + 1
     lengths = np.minimum(ends, window)
     n_fast = cum[ends] - cum[ends - lengths]
-    hit = (ends >= min_judgments) & (n_fast > share * lengths)
+    hit = (ends >= min_judgments) & (n_fast >= share * lengths)
     if not hit.any():
         return None
     last = int(np.argmax(hit))

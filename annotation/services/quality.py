@@ -429,6 +429,8 @@ def _speed_alerts_create(*, campaign: Campaign, data: CampaignFrame) -> int:
         if user_id in open_ids:
             continue
         rows = order[(bounds[code - 1] if code else 0):bounds[code]]
+        # Regular items only: degraded pairs and re-shows are meant to be answered quickly.
+        rows = rows[~frame.is_calibration[rows]]
         since = reported.get(user_id)
         start = 0 if since is None else sum(data.created_at[r] <= since for r in rows)
         flag = quality.speed_flag(frame.seconds[rows], chars[rows], start=start, **knobs)
@@ -437,10 +439,13 @@ def _speed_alerts_create(*, campaign: Campaign, data: CampaignFrame) -> int:
         onset_row, alarm_row = int(rows[flag.onset]), int(rows[flag.alarm])
         onset_judgment, detected_judgment = _alert_judgment_numbers(
             data=data, rows=(onset_row, alarm_row))
-        first = detected_judgment - flag.n + 1 if detected_judgment is not None else None
-        span = f"judgments #{first}–#{detected_judgment}" if first else f"the last {flag.n}"
+        # The run's judgment numbers need not be consecutive (calibration items are left out,
+        # corrections are counted): name its ends only.
+        span = (f"from #{onset_judgment} to #{detected_judgment}"
+                if onset_judgment is not None and detected_judgment is not None else "")
         message = (
-            f"{flag.n_fast} of {flag.n} judgments ({span}) took less than the time to read "
+            f"{flag.n_fast} of {flag.n} regular judgments{' ' if span else ''}{span} took less "
+            f"than the time to read "
             f"both responses (median {flag.median_seconds:.2f} s against a floor of "
             f"{flag.median_floor:.1f} s)"
         )

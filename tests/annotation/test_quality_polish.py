@@ -64,7 +64,7 @@ def _cells(html: str, username: str) -> dict[str, str]:
 @pytest.fixture
 def careless_campaign(cast):
     """Two careful peers share 10 items; then a careless rater presses random keys in 0.04-0.2 s
-    on 30 items nobody else rates, answering 9 gold items 3 right (0.33)."""
+    on 30 items nobody else rates and the 9 gold items, answering 3 of those right (0.33)."""
     campaign = CampaignFactory(overlap=2, calibration_rate=0.0, accuracy_threshold=0.7)
     _regular(campaign, 10, "shared")
     peers = make_users(2, prefix="peer")
@@ -88,7 +88,7 @@ def careless_campaign(cast):
         return rng.choice(["A", "B", "tie"])
 
     _judge(campaign, careless, seconds=lambda i: rng.uniform(0.04, 0.2), rng=rng,
-           choose=choose, stop=lambda: len(gold_seen) >= 9)
+           choose=choose)
     assert len(gold_seen) == 9
     return campaign, peers, careless
 
@@ -114,9 +114,12 @@ def test_careless_rater_gets_no_competence_and_a_speed_alert(careless_campaign, 
     assert list(speed.values_list("annotator", flat=True)) == [careless.pk]
     alert = speed.get()
     assert alert.detector == "reading_floor" and alert.statistic == 1.0
-    # The first ten judgments (the fewest the flag looks at) were all too fast.
-    assert (alert.onset_judgment, alert.detected_judgment) == (1, 10)
-    assert "judgments #1–#10" in alert.message
+    # Their first 20 regular judgments (a full run; gold items are left out) were all too fast.
+    kinds = list(Judgment.objects.filter(annotator=careless).order_by("created_at", "pk")
+                 .values_list("comparison__kind", flat=True))
+    regular = [n for n, kind in enumerate(kinds, 1) if kind == Comparison.Kind.REGULAR]
+    assert (alert.onset_judgment, alert.detected_judgment) == (regular[0], regular[19])
+    assert f"20 of 20 regular judgments from #{regular[0]} to #{regular[19]}" in alert.message
     # Like drift alerts it pauses nobody; 9 gold items are one short of MIN_GOLD_FOR_PAUSE.
     assert AnnotatorProfile.objects.get(user=careless).status == AnnotatorProfile.Status.ACTIVE
 
@@ -157,18 +160,48 @@ def test_an_honest_fast_reader_of_short_items_raises_no_speed_alert(cast):
 
 
 def test_speed_flag_rule_on_hand_made_streams():
-    """More than half of a run of 20 under the floor flags; half exactly does not; fewer than
-    ten judgments never do; ``start`` skips what an earlier alert reported."""
-    chars = np.full(60, 200.0)  # floor 3 s
+    """16 of a run of 20 under the floor flags; half does not; fewer than 20 judgments never do;
+    ``start`` skips what an earlier alert reported; reading counts up to 2,000 characters."""
+    chars = np.full(80, 200.0)  # floor 3 s
     slow, fast = 8.0, 0.5
-    assert speed_flag(np.full(9, fast), chars[:9]) is None
-    half = np.array([slow, fast] * 30)
+    assert speed_flag(np.full(19, fast), chars[:19]) is None
+    half = np.array([slow, fast] * 40)
     assert speed_flag(half, chars) is None
-    burst = np.array([slow] * 30 + [fast] * 30)
+    burst = np.array([slow] * 30 + [fast] * 50)
     flag = speed_flag(burst, chars)
-    assert (flag.onset, flag.alarm, flag.n_fast, flag.n) == (30, 40, 11, 20)
-    later = speed_flag(burst, chars, start=41)
-    assert later is not None and later.onset == 41 and later.alarm == 50
+    assert (flag.onset, flag.alarm, flag.n_fast, flag.n) == (30, 45, 16, 20)
+    later = speed_flag(burst, chars, start=46)
+    assert later is not None and (later.onset, later.alarm) == (46, 65)
+    assert reading_floor(np.array([10_000.0]))[0] == pytest.approx(21.0)
+
+
+def test_speed_flag_spares_noisy_honest_raters_and_catches_a_mid_stream_switch():
+    """The flag scans every window of a long stream, so it must be rare for an honest rater in
+    any of them. Seeded simulation: 200 raters x 500 regular judgments, replies of 40-6,000
+    characters, times lognormal around a multiple of the floor; then raters who switch to
+    0.04-0.2 s at judgment 250."""
+    rng = np.random.default_rng(7)
+
+    def flagged(sigma: float, ratio: float) -> float:
+        hits = 0
+        for _ in range(200):
+            chars = rng.uniform(40, 6000, 500)
+            seconds = reading_floor(chars) * ratio * np.exp(rng.normal(0, sigma, 500))
+            hits += speed_flag(seconds, chars) is not None
+        return hits / 200
+
+    assert flagged(0.8, 2.0) <= 0.01  # under the floor 19% of the time
+    assert flagged(1.0, 2.0) <= 0.01  # 24%
+    assert flagged(0.8, 1.5) <= 0.02  # 31%
+    delays = []
+    for _ in range(200):
+        chars = rng.uniform(40, 6000, 500)
+        seconds = reading_floor(chars) * 2.0 * np.exp(rng.normal(0, 0.8, 500))
+        seconds[250:] = rng.uniform(0.04, 0.2, 250)
+        flag = speed_flag(seconds, chars)
+        assert flag is not None and flag.alarm >= 250
+        delays.append(flag.alarm - 250)
+    assert max(delays) < 20
 
 
 @pytest.mark.django_db
