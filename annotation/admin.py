@@ -11,6 +11,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -433,14 +434,17 @@ class PreferenceExportAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                export = preference_export_create(
-                    campaign=data["campaign"], fmt=data["format"], sources=data["sources"],
-                    requested_by=request.user)
+                # One transaction with its log entry, as Django's own add view: an error after
+                # the export was queued must not leave it queued behind a 500.
+                with transaction.atomic():
+                    export = preference_export_create(
+                        campaign=data["campaign"], fmt=data["format"], sources=data["sources"],
+                        requested_by=request.user)
+                    self.log_addition(request, export, [{"added": {}}])
             except ApplicationError as exc:
                 form.add_error(None, exc.message)
                 status = exc.status_code
             else:
-                self.log_addition(request, export, [{"added": {}}])
                 self.message_user(request, f"Queued export #{export.pk}; its page shows the "
                                   "status, and the download once it has succeeded.",
                                   messages.SUCCESS)

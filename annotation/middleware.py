@@ -15,6 +15,7 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
+from django.core.handlers.exception import get_exception_response
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.urls import Resolver404, get_resolver, resolve
 
@@ -120,10 +121,7 @@ class SiteNotFoundMiddleware:
         # process_exception, or is a response the view chose).
         if (settings.DEBUG and response.status_code == 404
                 and getattr(request, "resolver_match", None) is None):
-            page = self._site_page(request, Resolver404({"path": request.path_info}))
-            # Django logged the 404 it made ("Not Found: ..."): once is enough.
-            page._has_been_logged = getattr(response, "_has_been_logged", False)
-            return page
+            return self._site_page(request, Resolver404({"path": request.path_info}))
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
@@ -133,5 +131,7 @@ class SiteNotFoundMiddleware:
 
     @staticmethod
     def _site_page(request: HttpRequest, exception: Exception) -> HttpResponse:
-        handler = get_resolver(getattr(request, "urlconf", None)).resolve_error_handler(404)
-        return handler(request, exception)
+        # Django's own call of handler404 (with DEBUG off), which also turns a failing 404 page
+        # into a 500 answer.
+        return get_exception_response(
+            request, get_resolver(getattr(request, "urlconf", None)), 404, exception)

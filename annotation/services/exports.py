@@ -162,13 +162,17 @@ def preference_export_run(*, export_id: int) -> PreferenceExport | None:
         except Exception as exc:
             job_fail(export, reason=f"{type(exc).__name__}: {exc}")
             raise
-    if job_owned(export).filter(cancel_requested=True).exists():
+    # Under the row's lock, which job_cancel takes too: a cancel lands before this (the export
+    # ends cancelled) or after it (refused: the export already ended), never in between.
+    with transaction.atomic():
+        cancelled = job_owned(export).select_for_update().filter(cancel_requested=True).exists()
+        if not cancelled:
+            job_succeed(export, path=str(out), row_count=count, content_hash=content_hash,
+                        size_bytes=size)
+    if cancelled:
         # Cancelled while it was writing: the file is not what anyone still wants.
         _remove(out)
         job_cancelled(export, reason="Cancelled while running; the file was deleted.")
-        return export
-    job_succeed(export, path=str(out), row_count=count, content_hash=content_hash,
-                size_bytes=size)
     return export
 
 

@@ -92,7 +92,6 @@ def _page(request: HttpRequest, *, snapshot_form: SnapshotForm | None = None,
         "export_form": export_form or _export_form(campaign=campaign),
         "snapshots": data_snapshot_list(campaign=campaign),
         "exports": data_export_list(campaign=campaign),
-        "terminal": PreferenceExport.TERMINAL,
     }, status=status)
 
 
@@ -180,10 +179,7 @@ def _unavailable(request: HttpRequest, message: str, *, status: int) -> HttpResp
 
 def _download(path: Path, *, filename: str, content_type: str, zipped: bool) -> FileResponse:
     source = directory_zip(path) if zipped else path.open("rb")
-    response = FileResponse(source, as_attachment=True, filename=filename,
-                            content_type=content_type)
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return FileResponse(source, as_attachment=True, filename=filename, content_type=content_type)
 
 
 def _name(*parts: str) -> str:

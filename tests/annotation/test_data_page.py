@@ -153,6 +153,7 @@ def test_downloads_are_the_exact_bytes_with_a_named_attachment(labelled, cast, c
     client = client_for("researcher")
 
     got = client.get(f"/data/snapshots/{snapshot.pk}/download/")
+    # nosniff comes from SecurityMiddleware (SECURE_CONTENT_TYPE_NOSNIFF), as on every answer.
     assert got.status_code == 200 and got["X-Content-Type-Options"] == "nosniff"
     assert b"".join(got.streaming_content) == Path(snapshot.path).read_bytes()
     assert got["Content-Disposition"] == (
