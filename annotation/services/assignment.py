@@ -24,7 +24,7 @@ from django.db.models import BigIntegerField, Exists, F, OuterRef, Q, Subquery, 
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from annotation.errors import ApplicationError, ConflictError, ForbiddenError
+from annotation.errors import ApplicationError, ConflictError, ForbiddenError, GoneError
 from annotation.models import AnnotatorProfile, Assignment, Campaign, Comparison
 from annotation.selectors.annotator import (
     SKIP_UNDO_SECONDS,
@@ -33,6 +33,9 @@ from annotation.selectors.annotator import (
 )
 
 _system_random = random.SystemRandom()
+# Said of an item whose row an undone skip deleted (``assignment_skip_undo``).
+RETURNED_TO_POOL = ("This comparison went back to the pool when you undid a skip; your "
+                    "skipped comparison is the current one again.")
 # Comparisons whose claims count toward the campaign overlap (calibration items do not: every
 # annotator may see each gold item once).
 OVERLAP_KINDS = (Comparison.Kind.REGULAR, Comparison.Kind.EVAL)
@@ -247,9 +250,10 @@ def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser, reas
     reason = reason.strip()
     if not reason:
         raise ApplicationError("Say why you skip this comparison.")
-    locked = Assignment.objects.select_for_update().select_related("comparison").get(
-        pk=assignment.pk
-    )
+    locked = (Assignment.objects.select_for_update().select_related("comparison")
+              .filter(pk=assignment.pk).first())
+    if locked is None:  # an undone skip gave its replacement back to the pool
+        raise GoneError(RETURNED_TO_POOL)
     if locked.annotator_id != annotator.pk:
         raise ApplicationError("This assignment is not yours.")
     if locked.status != Assignment.Status.PENDING:
@@ -291,21 +295,23 @@ def assignment_skip_undo(*, assignment: Assignment, annotator: AbstractBaseUser,
             raise ConflictError("This campaign is closed.")
         if skipped.status != Assignment.Status.SKIPPED:
             raise ConflictError("There is no skip to undo: this comparison was not skipped.")
-        undoable = assignment_skip_undoable(campaign=campaign, annotator=annotator, now=now)
-        if undoable is None or undoable.pk != skipped.pk:
-            if (skipped.finished_at is None
-                    or now - skipped.finished_at > timedelta(seconds=SKIP_UNDO_SECONDS)):
-                raise ConflictError(
-                    f"Too late to undo this skip: a skip can be undone for "
-                    f"{SKIP_UNDO_SECONDS // 60} minutes.")
-            raise ConflictError("Only your most recent skip can be undone, before you answer "
-                                "or skip the next comparison.")
+        # The items issued in its place, locked before the "latest skip" check: a submit of one
+        # of them commits either before the check (which then refuses) or after the undo
+        # (which has deleted it: the submit is told the item went back to the pool).
         replacements = list(
             Assignment.objects.select_for_update(of=("self",))
             .filter(campaign=campaign, annotator=annotator, status=Assignment.Status.PENDING,
                     issued_at__gte=skipped.finished_at)
             .values_list("id", "comparison_id", "comparison__kind")
         )
+        undoable = assignment_skip_undoable(campaign=campaign, annotator=annotator, now=now)
+        if undoable is None or undoable.pk != skipped.pk:
+            if now - skipped.finished_at > timedelta(seconds=SKIP_UNDO_SECONDS):
+                raise ConflictError(
+                    f"Too late to undo this skip: a skip can be undone for "
+                    f"{SKIP_UNDO_SECONDS // 60} minutes.")
+            raise ConflictError("Only your most recent skip can be undone, before you answer "
+                                "or skip the next comparison.")
         deltas: Counter[int] = Counter()
         if skipped.comparison.kind in OVERLAP_KINDS:
             deltas[skipped.comparison_id] += 1

@@ -18,6 +18,7 @@ from annotation.errors import (
     NotFoundError,
 )
 from annotation.models import AnnotatorProfile, Assignment, Choice, Judgment
+from annotation.services.assignment import RETURNED_TO_POOL
 from annotation.services.quality import quality_on_judgment
 
 
@@ -121,8 +122,10 @@ def judgment_submit(
             locked = (
                 Assignment.objects.select_for_update(of=("self",))
                 .select_related("campaign", "comparison", "annotator__annotator_profile")
-                .get(pk=assignment.pk)
+                .filter(pk=assignment.pk).first()
             )
+            if locked is None:  # an undone skip gave its replacement back to the pool
+                raise GoneError(RETURNED_TO_POOL)
             existing = _existing_for_key(idempotency_key, annotator)
             if existing is not None:
                 return _replay_or_conflict(existing, assignment_id=locked.pk)

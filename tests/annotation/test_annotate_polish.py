@@ -331,3 +331,20 @@ def test_the_api_undoes_the_latest_skip_and_next_returns_it(skipped):
                           content_type="application/json")
     assert missing.status_code == 404 and missing.json().get("field") == "token"
     assert _state() == before
+
+
+def test_a_submit_or_skip_that_loses_its_item_to_an_undo_is_told_so(skipped):
+    """A request that looked the item shown instead up just before an undo deleted its row
+    (another tab) gets a 410 saying the item went back to the pool, not a 500."""
+    from annotation.errors import GoneError
+
+    _, user, _, (first, second, third), token, resp = skipped
+    replacement = Assignment.objects.get(token=_token(resp.content.decode()))
+    assignment_skip_undo(assignment=Assignment.objects.get(token=token), annotator=user)
+    before = _state()
+    with pytest.raises(GoneError, match="went back to the pool"):
+        judgment_submit(assignment=replacement, annotator=user, choice="A", strength=2,
+                        idempotency_key="late", seconds_spent=3.0)
+    with pytest.raises(GoneError, match="went back to the pool"):
+        assignment_skip(assignment=replacement, annotator=user, reason="cannot judge")
+    assert _state() == before
